@@ -1,0 +1,127 @@
+"""Build script: compiles the VM's hot loop with Cython, or falls back to it interpreted.
+
+All metadata lives in ``pyproject.toml``; this file only adds the optional
+extension module.  ``safepickle/vm/engine.py`` is plain Python with Cython
+pure-mode annotations.  The build compiles a copy of it under another module
+name, ``safepickle.vm._engine_c``, so the interpreted module stays importable
+beside the compiled one (``SAFEPICKLE_PURE_PYTHON=1`` selects it at run time,
+see ``safepickle/vm/_engine_select.py``).  The copy carries the SHA-256 of the
+source it was compiled from; at import the selector compares it with the
+``engine.py`` next to it and refuses a stale build.
+
+When Cython is missing, or cythonizing or the C compiler fails, the install
+still succeeds with the interpreted module, and the build log says so.
+
+Environment switches (for CI and for debugging the build):
+
+* ``SAFEPICKLE_NO_COMPILE=1``: do not try to compile at all.
+* ``SAFEPICKLE_REQUIRE_COMPILED=1``: a failed compilation fails the build
+  instead of falling back (CI uses it to be sure it tests the compiled VM).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).resolve().parent
+GENERATED = Path("build") / "cython-src"  # relative: setuptools wants relative source paths
+
+# module name of the extension -> the pure-Python source it is compiled from
+COMPILED_MODULES = {
+    "safepickle.vm._engine_c": "safepickle/vm/engine.py",
+}
+
+DIRECTIVES = {
+    "language_level": 3,
+    "binding": False,
+    "embedsignature": False,
+    # Cython's defaults, spelled out: indexing stays checked everywhere
+    # unless a function opts out with a comment saying why it may.
+    "boundscheck": True,
+    "wraparound": True,
+    "initializedcheck": True,
+    "cdivision": False,
+}
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def _log(message: str) -> None:
+    print(f"safepickle build: {message}", file=sys.stderr, flush=True)
+
+
+def _generated_copy(module: str, source: str) -> str:
+    """Write the source under the extension's module name, with the SHA-256 of
+    the original appended, and return its path (relative to this folder)."""
+    original = (HERE / source).read_bytes()
+    digest = hashlib.sha256(original).hexdigest()
+    target = GENERATED.joinpath(*module.split(".")).with_suffix(".py")
+    (HERE / target).parent.mkdir(parents=True, exist_ok=True)
+    text = original + (
+        b"\n\n# Added by setup.py: the SHA-256 of the source this module was compiled from.\n"
+        + f'_COMPILED_FROM_SHA256 = "{digest}"\n'.encode()
+    )
+    path = HERE / target
+    if not path.exists() or path.read_bytes() != text:
+        path.write_bytes(text)
+    return target.as_posix()
+
+
+def _extensions() -> list[Extension]:
+    if _flag("SAFEPICKLE_NO_COMPILE"):
+        _log("SAFEPICKLE_NO_COMPILE is set: installing the interpreted VM only")
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        if _flag("SAFEPICKLE_REQUIRE_COMPILED"):
+            raise
+        _log("Cython is not installed: installing the interpreted VM only (slower, same behaviour)")
+        return []
+    exts = [
+        Extension(module, [_generated_copy(module, source)])
+        for module, source in COMPILED_MODULES.items()
+    ]
+    try:
+        return cythonize(exts, compiler_directives=DIRECTIVES, quiet=True)
+    except Exception as e:  # a Cython error must not make the package uninstallable
+        if _flag("SAFEPICKLE_REQUIRE_COMPILED"):
+            raise
+        _log(f"cythonize failed ({type(e).__name__}: {e}): installing the interpreted VM only")
+        return []
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that reports a failed compilation and carries on without it."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as e:
+            self._fallback(None, e)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as e:
+            self._fallback(ext, e)
+        else:
+            _log(f"compiled {ext.name}")
+
+    def _fallback(self, ext: Extension | None, error: Exception) -> None:
+        if _flag("SAFEPICKLE_REQUIRE_COMPILED"):
+            raise error
+        what = ext.name if ext is not None else "the extension modules"
+        _log(f"could not compile {what} ({type(error).__name__}: {error}); "
+             "installing the interpreted VM only (slower, same behaviour)")
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
