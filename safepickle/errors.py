@@ -49,12 +49,15 @@ class SafePickleError(pickle.UnpicklingError):
             where.append(f"rule {self.rule}")
         return f"{self.detail} ({', '.join(where)})" if where else self.detail
 
-    def located(self, offset: int | None, opcode: str | None) -> SafePickleError:
-        """Fill in the position if the raiser did not know it; returns self."""
+    def located(self, offset: int | None, opcode: str | None, policy: str | None = None) -> SafePickleError:
+        """Fill in the position (and, for refusals, the policy) if the raiser
+        did not know them; returns self."""
         if self.offset is None and offset is not None:
             self.offset = offset
         if self.opcode is None and opcode is not None:
             self.opcode = opcode
+        if policy is not None and getattr(self, "policy", False) is None:
+            self.policy = policy
         self.args = (self._compose(),)
         return self
 
@@ -113,6 +116,12 @@ class ForbiddenGlobal(SafePickleError):
         self.name = name
         self.policy = policy
         super().__init__(message, offset=offset, opcode=opcode, rule=rule)
+
+    def _compose(self) -> str:
+        text = super()._compose()
+        if self.policy is not None and repr(self.policy) not in text:
+            text = f"{text} [policy {self.policy!r}]"
+        return text
 
 
 class GuardViolation(Exception):

@@ -221,6 +221,8 @@ class LoadContext:
 
     def new_object(self, cls: Any, args: Any, kwargs: Any, use: str) -> Any:
         """NEWOBJ / NEWOBJ_EX: ``cls.__new__(cls, *args, **kwargs)``."""
+        if not self.runtime.is_callable(cls):
+            raise self._refuse_call(cls, use)
         if not isinstance(cls, type):
             raise MalformedPickle(f"{use} class argument must be a type, not {type(cls).__name__}",
                                   rule="bad-argument")

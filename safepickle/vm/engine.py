@@ -122,7 +122,6 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
     max_ops = limits.max_ops
     max_container = limits.max_container
     max_alloc = limits.max_alloc_bytes
-    max_input = limits.max_input_bytes
     alloc = 0
     ops = 0
     check_at = min(CHECK_EVERY, max_ops)
@@ -256,9 +255,6 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                             raise MalformedPickle("a new frame begins before the end of the current frame",
                                                   rule="frame-nested")
                         n = _U8(data, pos + 1)[0]
-                        if n > max_input:
-                            raise LimitExceeded("max_input_bytes", n, max_input,
-                                                message=f"frame of {n} bytes: limit max_input_bytes")
                         if pos + 9 + n > end:
                             raise Truncated(pos + 9 + n)
                         pos += 9
@@ -344,9 +340,6 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                             n = _U8(data, pos + 1)[0]
                         start = pos + 1 + width
                         if start + n > bound:
-                            if n > max_input:
-                                raise LimitExceeded("max_input_bytes", n, max_input,
-                                                    message=f"declared length {n}: limit max_input_bytes")
                             raise Truncated(start + n)
                         pos = start + n
                         alloc += n
@@ -362,9 +355,6 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         n = _U8(data, pos + 1)[0]
                         start = pos + 9
                         if start + n > bound:
-                            if n > max_input:
-                                raise LimitExceeded("max_input_bytes", n, max_input,
-                                                    message=f"declared length {n}: limit max_input_bytes")
                             raise Truncated(start + n)
                         pos = start + n
                         alloc += n
@@ -606,7 +596,7 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                 pos = 0
                 end = bound = len(data)
     except SafePickleError as e:
-        raise e.located(base + op_start, NAMES[code] if code >= 0 else None) from e.__cause__
+        raise e.located(base + op_start, NAMES[code] if code >= 0 else None, ctx.policy_name) from e.__cause__
     except BadArgument as e:
         raise MalformedPickle(str(e), offset=base + op_start, opcode=NAMES[code], rule="bad-argument") from None
     except UnicodeDecodeError as e:

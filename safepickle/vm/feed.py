@@ -71,12 +71,14 @@ class StreamFeeder:
         if need < 0:
             return kept + self._more_line(consumed_before + len(data))
         want = need - len(data)  # bytes still missing
-        self._check_room(self.total + want)
+        room = self.max_input - self.total
         pieces = [kept]
         got = 0
         step = CHUNK
-        while got < want:
-            ask = min(want - got, step)
+        # Read what the file really has, up to what the policy allows: a lying
+        # length costs the bytes present, never the bytes declared.
+        while got < min(want, room):
+            ask = min(min(want, room) - got, step)
             if self.seekable:
                 ask = max(ask, min(CHUNK, self.max_input - self.total))
             piece = self._take(ask)
@@ -85,6 +87,8 @@ class StreamFeeder:
             pieces.append(piece)
             got += len(piece)
             step = min(step * 2, MAX_PIECE)
+        if got < want:
+            self._check_room(self.total + want - got)
         return b"".join(pieces)
 
     def _more_line(self, at: int) -> bytes:

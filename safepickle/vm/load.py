@@ -31,6 +31,7 @@ def loads(
     buffers: Any = None,
     persistent_load: Any = None,
     pause_gc: bool = True,
+    trace: list | None = None,
 ) -> Any:
     """Load one pickle from the bytes-like ``data`` under ``policy``.
 
@@ -40,6 +41,9 @@ def loads(
     mean for :func:`pickle.loads`.  ``persistent_load`` is called for
     persistent ids when the policy enables them.  ``pause_gc`` pauses the
     cyclic garbage collector for the duration of the load (see README).
+    ``trace``, when a list, receives ``(offset, module, name)`` for every
+    global the stream asks the policy for (used by the fuzz harness to check
+    that ``scan`` saw the same globals).
 
     Returns what ``pickle.loads`` would return with ``find_class`` limited to
     the policy's globals.  Raises a :class:`~safepickle.SafePickleError`
@@ -52,7 +56,7 @@ def loads(
     if size > max_input:
         raise LimitExceeded("max_input_bytes", size, max_input, offset=0)
     ctx = LoadContext(runtime, fix_imports=fix_imports, encoding=encoding, errors=errors, buffers=buffers,
-                      persistent_load=persistent_load)
+                      persistent_load=persistent_load, trace=trace)
     with GCPause(pause_gc):
         result, _ = run(buf, 0, ctx)
     return result
@@ -69,6 +73,7 @@ def load(
     buffers: Any = None,
     persistent_load: Any = None,
     pause_gc: bool = True,
+    trace: list | None = None,
 ) -> Any:
     """Load one pickle from the binary file object ``file``, as :func:`loads`.
 
@@ -79,7 +84,7 @@ def load(
     runtime = _runtime(policy)
     feeder = StreamFeeder(file, runtime.limits.max_input_bytes)
     ctx = LoadContext(runtime, fix_imports=fix_imports, encoding=encoding, errors=errors, buffers=buffers,
-                      persistent_load=persistent_load)
+                      persistent_load=persistent_load, trace=trace)
     try:
         first = feeder.first()
     except MalformedPickle as e:
