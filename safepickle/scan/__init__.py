@@ -1,0 +1,135 @@
+"""Static scan: what loading a pickle (or a model file holding pickles) would do, without loading it.
+
+::
+
+    report = safepickle.scan(data_or_path, policy="numpy-only")
+    report.ok            # True when a load under that policy would refuse nothing
+    report.globals       # every module:qualname referenced, with offsets and uses
+    report.violations    # what the policy would refuse, with offsets
+
+``scan`` never imports a module and never calls anything the stream names:
+it decodes the opcodes with the VM's own codec and simulates the VM's stack
+(:mod:`.static`), judges every global with the policy's static verdict (the
+one ``loads`` uses), and reads containers (zip, NumPy, joblib, compressed,
+tar) in memory (:mod:`.containers`).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Any
+
+from .report import (
+    KINDS,
+    USES,
+    Extension,
+    GlobalRef,
+    PersistentId,
+    PickleReport,
+    ScanReport,
+    Site,
+    Violation,
+)
+
+__all__ = [
+    "scan",
+    "judge_for",
+    "ScanReport",
+    "PickleReport",
+    "GlobalRef",
+    "Site",
+    "Violation",
+    "Extension",
+    "PersistentId",
+    "KINDS",
+    "USES",
+]
+
+# Files at least this large are mapped rather than read.
+MMAP_MIN = 1 << 20
+
+
+def judge_for(policy: Any = None, *, fix_imports: bool = True, encoding: str = "ASCII",
+              errors: str = "strict") -> Any:
+    """The :class:`~safepickle.scan.static.Judge` of ``policy`` (a name, a
+    path or a Policy); reuse it to scan many inputs under one policy."""
+    from ..policy import coerce_policy
+    from .static import Judge
+
+    return Judge(coerce_policy(policy).runtime(), fix_imports=fix_imports, encoding=encoding, errors=errors)
+
+
+def scan(
+    data_or_path: Any,
+    /,
+    policy: Any = None,
+    *,
+    fix_imports: bool = True,
+    encoding: str = "ASCII",
+    errors: str = "strict",
+    source: str | None = None,
+    judge: Any = None,
+) -> ScanReport:
+    """Scan bytes, a file path, or a binary file object, under ``policy``.
+
+    ``data_or_path``: a bytes-like object (the pickle data itself), a
+    ``str``/``os.PathLike`` path of a file, or an object with ``read()``.
+    ``policy``: as for :func:`safepickle.loads` (default ``"data-only"``).
+    ``fix_imports``, ``encoding`` and ``errors`` mean what they mean for
+    ``loads`` (they change the names a protocol 0-2 stream asks for, and
+    whether its py2 strings decode).  ``judge`` (from :func:`judge_for`)
+    replaces ``policy`` and the three options when given.
+
+    Returns a :class:`ScanReport`; never imports or calls anything the data
+    names.  Raises ``OSError`` when a path cannot be read, and the policy's
+    errors when the policy cannot be loaded; never anything for any bytes.
+    """
+    from .containers import scan_buffer
+
+    if judge is None:
+        judge = judge_for(policy, fix_imports=fix_imports, encoding=encoding, errors=errors)
+    if isinstance(data_or_path, (bytes, bytearray, memoryview)):
+        buf = data_or_path if type(data_or_path) is bytes else _flat(data_or_path)
+        return scan_buffer(buf, judge, source=source or "<bytes>")
+    if isinstance(data_or_path, (str, os.PathLike)):
+        return _scan_path(os.fspath(data_or_path), judge, source)
+    read = getattr(data_or_path, "read", None)
+    if read is None:
+        raise TypeError(f"scan() takes bytes, a path or a binary file object, not {type(data_or_path).__name__}")
+    data = read()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("scan() needs a binary file object: read() returned text")
+    return scan_buffer(bytes(data), judge, source=source or getattr(data_or_path, "name", "<stream>"))
+
+
+def _flat(data: Any) -> memoryview:
+    view = memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+def _scan_path(path: str, judge: Any, source: str | None) -> ScanReport:
+    from .containers import scan_buffer
+
+    name = source or path
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < MMAP_MIN:
+            return scan_buffer(f.read(), judge, source=name)
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        view = memoryview(mm)
+        try:
+            return scan_buffer(view, judge, source=name)
+        finally:
+            try:
+                view.release()
+            except BufferError:  # a slice still alive; the map closes when it is collected
+                pass
+    finally:
+        try:
+            mm.close()
+        except BufferError:
+            pass
