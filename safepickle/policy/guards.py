@@ -29,8 +29,10 @@ inherits that method inherits the guard.
 
 from __future__ import annotations
 
+import codecs
 import math
 import pickle
+import re
 import sys
 import threading
 import weakref
@@ -127,6 +129,10 @@ SEALS = SealRegistry()
 
 
 # -- helpers ----------------------------------------------------------------
+
+# _codecs.encode(x, "latin1") imports encodings.latin_1 on first use; do it
+# now, so that no load ever triggers an import through an allowed call.
+codecs.lookup("latin-1")
 
 _LATIN1 = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "l1"})
 MATERIALIZED = (list, tuple, set, frozenset, dict, str, bytes)
@@ -435,6 +441,26 @@ def _no_args(what: str) -> Callable[[GuardContext], CallGuard]:
     return factory
 
 
+_FRACTION_TEXT = re.compile(r"\s*[+-]?[0-9]+(/[0-9]+)?\s*")
+
+
+def _fraction(ctx: GuardContext) -> CallGuard:
+    def guard(args: tuple, kwargs: dict | None, limits: Limits) -> int:
+        # Fraction('1e10000000') computes 10**10**7; pickles write str(f),
+        # which is 'n' or 'n/d'.  Ints are linear in their size.
+        _no_kwargs(kwargs, "Fraction")
+        _arity(args, 1, 2, "Fraction")
+        if len(args) == 1 and type(args[0]) is str:
+            if len(args[0]) > 2 * MAX_NUMBER_TEXT or not _FRACTION_TEXT.fullmatch(args[0]):
+                raise GuardViolation("Fraction(str) is only accepted as 'n' or 'n/d' (no exponents)")
+            return 0
+        if not all(type(a) in (int, bool) for a in args):
+            raise GuardViolation("Fraction() only accepts ints or an 'n/d' string here")
+        return 0
+
+    return guard
+
+
 def _handed_class(ctx: GuardContext, cls: object, what: str) -> type:
     if not isinstance(cls, type):
         raise GuardViolation(f"{what}: the class argument is a {type(cls).__name__}, not a class")
@@ -736,6 +762,7 @@ CALL_GUARDS: dict[str, tuple[Callable[[GuardContext], CallGuard], str | None]] =
     "builtins:range": (_range, "__new__"),
     "builtins:type": (_type, "__new__"),
     "builtins:object": (_object, None),
+    "fractions:Fraction": (_fraction, "__new__"),
     "collections:deque": (_deque, "__init__"),
     "collections:Counter": (_counter, "__init__"),
     "collections:OrderedDict": (_mapping("OrderedDict"), "__init__"),
@@ -796,8 +823,8 @@ def _ndarray_state(obj: object, state: object, limits: Limits) -> int:
     if type(fortran) not in (bool, int):
         raise GuardViolation(f"{what}: is_fortran must be a bool")
     _fresh(obj, what)
-    _raw_data(raw, dtype, _count(dims), what)
     nbytes = _charge(_array_bytes(dims, dtype), limits, what)
+    _raw_data(raw, dtype, _count(dims), what)
     SEALS.seal(dtype)
     SEALS.seal(obj)
     return nbytes
@@ -821,10 +848,10 @@ def _masked_state(obj: object, state: object, limits: Limits) -> int:
     _fresh(obj, what)
     _fresh(inner, what)
     count = _count(dims)
-    _raw_data(raw, dtype, count, what)
     mask_dtype = ma.make_mask_descr(dtype)
-    _raw_data(mask, mask_dtype, count, what + " (mask)")
     nbytes = _charge(_array_bytes(dims, dtype) + _array_bytes(dims, mask_dtype), limits, what)
+    _raw_data(raw, dtype, count, what)
+    _raw_data(mask, mask_dtype, count, what + " (mask)")
     SEALS.seal(dtype)
     SEALS.seal(obj)
     SEALS.seal(inner)

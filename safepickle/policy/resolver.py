@@ -333,10 +333,14 @@ class Runtime:
             bound = getattr(obj, "__self__", None)
         if bound is not None:
             if isinstance(bound, types.ModuleType):
-                module = canonical_module(bound.__name__)
-                if denylist.is_denied_module(module):
-                    category = denylist.match(module, "*") or "process"
-                    return category, f"{module}:{getattr(obj, '__name__', '?')}"
+                # A builtin function of an extension module: judge it by the
+                # module that really holds it and its own name.
+                module = canonical_module(str(getattr(bound, "__name__", "")))
+                fname = getattr(obj, "__name__", None)
+                if type(fname) is str and module:
+                    category = denylist.match(module, fname)
+                    if category is not None:
+                        return category, f"{module}:{fname}"
                 return None
             return self._deny_reason(bound, depth + 1)
         func = getattr(obj, "__func__", None) if isinstance(obj, types.MethodType) else None
