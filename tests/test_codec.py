@@ -60,7 +60,7 @@ def test_engine_handles_exactly_the_table():
 
 @pytest.mark.parametrize("proto", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_roundtrip_every_protocol(proto):
-    for value in SAMPLES + [Plain()]:
+    for value in [*SAMPLES, Plain()]:
         data = pickle.dumps(value, proto)
         assert encode(decode(data)) == data, (proto, value)
 
@@ -111,6 +111,11 @@ class TestTextGrammar:
         assert parse_int_line(b"01") is True
         assert parse_int_line(b"-12") == -12
         assert parse_int_line(b"0") == 0
+        # CPython: a 2-character line worth 0 or 1 is a bool
+        assert parse_int_line(b"+0") is False and parse_int_line(b"-0") is False
+        assert parse_int_line(b"+1") is True
+        assert parse_int_line(b"-1") == -1 and type(parse_int_line(b"-1")) is int
+        assert type(parse_int_line(b"10")) is int
 
     @pytest.mark.parametrize("bad", [b"010", b"0x10", b" 1", b"1 ", b"1_000", b"", b"+", b"1.0"])
     def test_int_refuses_other_spellings(self, bad):

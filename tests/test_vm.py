@@ -283,7 +283,7 @@ class TestGC:
                     assert safepickle.loads(data)[0]["k"][5] == 5
                     with pytest.raises(SafePickleError):
                         safepickle.loads(data[:-5])
-            except BaseException as e:  # noqa: BLE001 - reported below
+            except BaseException as e:  # reported below
                 errors.append(e)
 
         threads = [threading.Thread(target=work) for _ in range(4)]
@@ -313,3 +313,18 @@ class GCProbe:
 
     def __setstate__(self, state):
         GCProbe.seen.append(gc.isenabled())
+
+
+def test_inst_names_are_ascii():
+    data = b"(i\xc3\xa9\nx\n."
+    with pytest.raises(MalformedPickle):
+        safepickle.loads(data)
+    with pytest.raises(Exception):  # noqa: B017 - CPython refuses it too (UnicodeDecodeError)
+        pickle.loads(data)
+
+
+def test_int_two_characters_worth_zero_or_one_are_bools():
+    for text in (b"+0", b"-0", b"+1", b"00", b"01"):
+        data = b"I" + text + b"\n."
+        got = safepickle.loads(data)
+        assert got == pickle.loads(data) and type(got) is bool

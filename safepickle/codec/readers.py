@@ -11,8 +11,8 @@ The text grammar of protocol 0 is one documented, strict grammar, shared by
 the VM and the decoder (CPython accepts a few more spellings; we refuse them
 rather than guess):
 
-* ``decimal``  (INT, GET, PUT): ``[+-]?[0-9]+`` and a newline; for INT the
-  exact lines ``00`` / ``01`` are False / True.  A number with a leading zero
+* ``decimal``  (INT, GET, PUT): ``[+-]?[0-9]+`` and a newline; for INT a
+  two-character line worth 0 or 1 (``00``, ``01``, ``+0``...) is a bool.  A number with a leading zero
   (``010``) is refused: CPython reads INT in base 0, where it means 8.
 * ``long``     (LONG): the same digits, an optional trailing ``L``.
 * ``float``    (FLOAT): ``[+-]?`` digits with optional fraction and exponent,
@@ -22,7 +22,7 @@ rather than guess):
   escapes ``\\ \\' \\" \\a \\b \\f \\n \\r \\t \\v \\xhh \\ooo`` and
   backslash-newline only.
 * ``unicode``  (UNICODE): raw-unicode-escape (``\\uXXXX``, ``\\UXXXXXXXX``).
-* ``noescape`` (GLOBAL, INST: UTF-8; PERSID: ASCII), taken as is.
+* ``noescape`` (GLOBAL: UTF-8; INST and PERSID: ASCII), taken as is.
 """
 
 from __future__ import annotations
@@ -104,14 +104,18 @@ def _find_newline(data: Any, pos: int, end: int) -> int:
 
 
 def parse_int_line(line: bytes) -> int | bool:
-    """INT: ``00``/``01`` are the booleans of protocol 0, else a decimal int."""
+    """INT: a decimal int; a two-character line worth 0 or 1 (``00``, ``01``,
+    and, as CPython reads them, ``+0``, ``-0``, ``+1``) is the bool of protocol 0."""
     if line == b"00":
         return False
     if line == b"01":
         return True
     if not _DECIMAL.match(line):
         raise BadArgument(f"INT argument {_show(line)} is not a decimal integer")
-    return _to_int(line)
+    value = _to_int(line)
+    if len(line) == 2 and value in (0, 1):
+        return bool(value)
+    return value
 
 
 def parse_long_line(line: bytes) -> int:

@@ -364,6 +364,8 @@ class LoadContext:
             return next(self.buffers)
         except StopIteration:
             raise MalformedPickle("not enough out-of-band buffers", rule="out-of-band") from None
+        except Exception as e:  # the caller's own iterable failed
+            raise CallFailed(f"the buffers iterable raised {type(e).__name__}: {e}", rule="out-of-band") from e
 
     def readonly(self, buf: Any) -> Any:
         try:

@@ -500,6 +500,8 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         stack.append(ctx.find_global(module, name, base + op_start))
                     elif code == 0x69:  # INST
                         (module, name), pos = _READ_PAIR(data, pos + 1, bound)
+                        if not (module.isascii() and name.isascii()):
+                            raise MalformedPickle("INST module and name must be ASCII", rule="bad-argument")
                         if not marks:
                             raise _no_mark()
                         k = marks.pop()
