@@ -104,7 +104,8 @@ def _problems(case: HostileCase, pol: Any, via: str, err: BaseException | None) 
     if isinstance(err, ForbiddenGlobal):
         if pol.name not in msg:
             out.append(f"{where}: policy name {pol.name!r} not in the message: {msg}")
-        if err.opcode in GLOBAL_OPCODES and f"{err.module}:{err.name}" not in msg:
+        named = f"{err.module}:{err.name}"
+        if err.opcode in GLOBAL_OPCODES and named not in msg and repr(named)[1:-1] not in msg:
             out.append(f"{where}: '{err.module}:{err.name}' not in the message: {msg}")
     if isinstance(err, LimitExceeded) and case.expect is LimitExceeded and err.limit not in msg:
         out.append(f"{where}: limit name {err.limit!r} not in the message: {msg}")
@@ -130,7 +131,9 @@ def test_hostile_stream_is_refused_and_runs_nothing(case: HostileCase) -> None:
     finally:
         if case.copyreg_extension:
             copyreg.remove_extension(*case.copyreg_extension)
-    if seen["loads"] != seen["load"]:
+    # A refusal of the whole input (its size) comes before any opcode for
+    # loads, and at the opcode that reads past the limit for load.
+    if case.needs_opcode and seen["loads"] != seen["load"]:
         problems.append(f"{case.name}: loads and load disagree: {seen['loads']} vs {seen['load']}")
     assert not problems, "\n".join(problems)
 
