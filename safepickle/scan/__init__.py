@@ -16,6 +16,7 @@ tar) in memory (:mod:`.containers`).
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from typing import Any
@@ -124,12 +125,9 @@ def _scan_path(path: str, judge: Any, source: str | None) -> ScanReport:
         try:
             return scan_buffer(view, judge, source=name)
         finally:
-            try:
+            # A slice still alive keeps the map open until it is collected.
+            with contextlib.suppress(BufferError):
                 view.release()
-            except BufferError:  # a slice still alive; the map closes when it is collected
-                pass
     finally:
-        try:
+        with contextlib.suppress(BufferError):
             mm.close()
-        except BufferError:
-            pass

@@ -64,6 +64,7 @@ class _Walker:
         self.budget = judge.limits.max_alloc_bytes  # bytes inflated or scanned inside containers
         self.budget_spent = False
         self.analyses: list[tuple[Analysis, bool]] = []  # (analysis, counts as primary)
+        self.visitor: Any = None  # called with (analysis, buffer) for every pickle kept (disasm)
 
     # -- recording ------------------------------------------------------------------
 
@@ -94,10 +95,12 @@ class _Walker:
             return False
         return True
 
-    def keep(self, a: Analysis, primary: bool) -> None:
+    def keep(self, a: Analysis, primary: bool, buf: Any) -> None:
         self.analyses.append((a, primary))
+        if self.visitor is not None:
+            self.visitor(a, buf)
         for nested in a.nested:
-            self.keep(nested, primary)
+            self.keep(nested, primary, buf)
 
     # -- dispatch --------------------------------------------------------------------
 
@@ -124,7 +127,7 @@ class _Walker:
         # would import before failing matters.
         raw = analyze(buf, 0, self.judge, part=label, primary=False, view="raw pickle")
         if raw.report.sites:
-            self.keep(raw, False)
+            self.keep(raw, False, buf)
         return kind
 
     # -- pickles in a row ----------------------------------------------------------------
@@ -145,15 +148,15 @@ class _Walker:
                     if rep.opcodes <= 1 and buf[pos] != 0x80:
                         fmt = "unknown"
                         self.note(f"{label or 'input'}: format not recognised: scanned as a raw pickle")
-                    self.keep(a, primary)
+                    self.keep(a, primary, buf)
                     self.follow_blobs(a, buf, depth)
                     break
                 # Not another pickle: trailing data.  What it would import before failing still counts.
                 if rep.sites:
-                    self.keep(a, False)
+                    self.keep(a, False, buf)
                 self.trailing(buf, label, pos, depth, primary)
                 break
-            self.keep(a, primary)
+            self.keep(a, primary, buf)
             self.follow_blobs(a, buf, depth)
             if rep.end - rep.start > self.limits.max_input_bytes:
                 self.problem("limit", part, "limits.max_input_bytes",
@@ -183,7 +186,7 @@ class _Walker:
         j = analyze(buf, pos, self.judge, part=part, primary=primary, joblib=True, view="joblib")
         self.format("joblib")
         a.report.view = "plain pickle"
-        self.keep(a, False)
+        self.keep(a, False, buf)
         return j
 
     def follow_blobs(self, a: Analysis, buf: Any, depth: int) -> None:
@@ -294,7 +297,7 @@ class _Walker:
             if a.report.complete:
                 self.pickles(data, part, 0, depth, primary)
             elif a.report.sites:
-                self.keep(a, False)
+                self.keep(a, False, data)
 
     # -- npy, compressed, tar -------------------------------------------------------------------
 
@@ -314,9 +317,9 @@ class _Walker:
         if h.objects is None and not a.report.complete:
             if a.report.sites:
                 a.report.primary = False
-                self.keep(a, False)
+                self.keep(a, False, buf)
             return
-        self.keep(a, primary and h.objects is True)
+        self.keep(a, primary and h.objects is True, buf)
         end = a.report.end
         if end is not None and end < len(buf):
             self.note(f"{pkl_part}: {len(buf) - end} bytes after the array's pickle (offset {end}) are ignored "
@@ -389,10 +392,13 @@ def _member_head(buf: Any, entry: Any) -> bytes:
     return b""
 
 
-def scan_buffer(buf: Any, judge: Judge, *, source: str) -> ScanReport:
-    """Scan one whole input held in ``buf`` (bytes or a memoryview)."""
+def scan_buffer(buf: Any, judge: Judge, *, source: str, visitor: Any = None) -> ScanReport:
+    """Scan one whole input held in ``buf`` (bytes or a memoryview).
+    ``visitor``, when given, is called with ``(analysis, buffer)`` for every
+    pickle reading kept, in order (the disassembler lists them)."""
     report = ScanReport(source=source, policy=judge.policy_name, size=len(buf), format="")
     w = _Walker(judge, report)
+    w.visitor = visitor
     if len(buf) == 0:
         report.format = "empty"
         report.violations.append(Violation("malformed", "", 0, None, "truncated", "the input is empty: no pickle"))
