@@ -1,0 +1,1 @@
+"""Runnable examples of safepickle (not part of the installed package)."""

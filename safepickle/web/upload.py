@@ -1,0 +1,168 @@
+"""Load pickled request bodies under a policy, with per-endpoint limits.
+
+An :class:`UploadLoader` is built once per endpoint: it resolves the policy,
+narrows its ``max_input_bytes`` and ``max_seconds`` to the endpoint's own
+limits (a limit is only ever lowered, never raised), and then reads bodies
+with :class:`~safepickle.web.body.BodyBuffer` and loads them with
+:func:`safepickle.loads`.  The async methods read the body on the event loop
+and run the load in a worker thread, so a slow or hostile load never blocks
+the loop; the time limit itself is enforced by the VM inside the load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
+from typing import Any, BinaryIO
+
+from .. import loads
+from ..policy import Policy, coerce_policy
+from .body import DEFAULT_CHUNK_SIZE, BodyBuffer
+
+__all__ = ["DEFAULT_WORKERS", "UploadLoader", "aload_upload", "default_executor", "load_upload"]
+
+# Loads are CPU-bound under the GIL, so more threads add no throughput; a few
+# spare ones keep benign loads moving while hostile ones run to their limit.
+# Each running load may hold up to one body plus what the policy lets it build.
+DEFAULT_WORKERS = min(8, (os.cpu_count() or 1) + 2)
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def default_executor() -> ThreadPoolExecutor:
+    """The process-wide pool (``DEFAULT_WORKERS`` threads) used for loads
+    when an :class:`UploadLoader` is given no executor of its own."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(DEFAULT_WORKERS, thread_name_prefix="safepickle-web")
+        return _executor
+
+
+def _narrowed(policy: Any, max_bytes: int | None, max_seconds: float | None) -> Policy:
+    """``policy`` with ``max_input_bytes``/``max_seconds`` lowered to the given
+    values (kept when already lower, or when the value is None)."""
+    base = coerce_policy(policy)
+    limits = base.runtime().limits
+    update: dict[str, Any] = {}
+    if max_bytes is not None and max_bytes < limits.max_input_bytes:
+        update["max_input_bytes"] = max_bytes
+    if max_seconds is not None and max_seconds < limits.max_seconds:
+        update["max_seconds"] = float(max_seconds)
+    if not update:
+        return base
+    # Rebuild from the fields the policy set (not model_copy: that would carry
+    # over the cached merged limits), so its parents are merged again and only
+    # the two limits change.
+    data = base.model_dump(exclude_unset=True)
+    data["limits"] = {**data.get("limits", {}), **update}
+    return Policy.model_validate(data)
+
+
+class UploadLoader:
+    """Reads and loads request bodies for one endpoint.
+
+    ``policy``: anything :func:`safepickle.loads` accepts.  ``max_bytes`` /
+    ``max_seconds``: endpoint limits, applied by lowering the policy's own
+    (the smaller wins).  ``executor``: where async loads run (default: a
+    shared thread pool).  ``load_kwargs``: passed to :func:`safepickle.loads`
+    (``fix_imports``, ``encoding``, ``errors``, ``pause_gc``).
+
+    ``pause_gc`` defaults to False here, unlike :func:`safepickle.loads`:
+    the pause is process-wide and lasts while any load is running, so in a
+    server with overlapping loads the collector could stay off for as long
+    as traffic lasts, and cyclic garbage (a sender can build cycles) would
+    pile up.  Pass ``pause_gc=True`` for container-heavy uploads when loads
+    do not overlap.
+
+    Every refusal raises a :class:`~safepickle.SafePickleError` subclass: a
+    body above the size limit raises :class:`~safepickle.LimitExceeded`
+    (limit ``max_input_bytes``) before it is read (declared length) or as soon
+    as it passes the limit (streamed), never buffering more than the limit.
+    """
+
+    def __init__(
+        self,
+        policy: Any = "data-only",
+        *,
+        max_bytes: int | None = None,
+        max_seconds: float | None = None,
+        executor: Executor | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        **load_kwargs: Any,
+    ) -> None:
+        if max_bytes is not None and max_bytes <= 0:
+            raise ValueError("max_bytes must be > 0")
+        if max_seconds is not None and max_seconds <= 0:
+            raise ValueError("max_seconds must be > 0")
+        if "buffers" in load_kwargs:
+            raise TypeError("an HTTP body carries no out-of-band buffers")
+        load_kwargs.setdefault("pause_gc", False)
+        self.policy = _narrowed(policy, max_bytes, max_seconds)
+        limits = self.policy.runtime().limits
+        self.max_bytes: int = limits.max_input_bytes
+        self.max_seconds: float = limits.max_seconds
+        self.chunk_size = chunk_size
+        self._executor = executor
+        self._load_kwargs = load_kwargs
+
+    def body(self, content_length: str | bytes | int | None = None) -> BodyBuffer:
+        """A buffer for one body; refuses a declared length above the limit."""
+        return BodyBuffer(self.max_bytes, content_length)
+
+    def loads(self, data: bytes | bytearray | memoryview) -> Any:
+        """Load a complete body in the calling thread."""
+        return loads(data, policy=self.policy, **self._load_kwargs)
+
+    async def aloads(self, data: bytes | bytearray | memoryview) -> Any:
+        """Load a complete body in a worker thread and await the result."""
+        loop = asyncio.get_running_loop()
+        executor = self._executor if self._executor is not None else default_executor()
+        return await loop.run_in_executor(executor, partial(self.loads, data))
+
+    def load(self, fileobj: BinaryIO, content_length: str | bytes | int | None = None) -> Any:
+        """Read a body from a blocking file object (e.g. ``wsgi.input``) and
+        load it.  Give ``content_length`` whenever the request declared one."""
+        return self.loads(self.body(content_length).fill(fileobj, self.chunk_size))
+
+    async def aload(
+        self, chunks: AsyncIterable[bytes], content_length: str | bytes | int | None = None
+    ) -> Any:
+        """Read a body from an async iterable of chunks (e.g. Starlette's
+        ``request.stream()``) and load it in a worker thread."""
+        return await self.aloads(await self.body(content_length).afill(chunks))
+
+
+def load_upload(
+    fileobj: BinaryIO,
+    policy: Any = "data-only",
+    *,
+    content_length: str | bytes | int | None = None,
+    max_bytes: int | None = None,
+    max_seconds: float | None = None,
+    **load_kwargs: Any,
+) -> Any:
+    """One-shot :meth:`UploadLoader.load`; build an :class:`UploadLoader`
+    once per endpoint instead when it serves many requests."""
+    loader = UploadLoader(policy, max_bytes=max_bytes, max_seconds=max_seconds, **load_kwargs)
+    return loader.load(fileobj, content_length)
+
+
+async def aload_upload(
+    chunks: AsyncIterable[bytes],
+    policy: Any = "data-only",
+    *,
+    content_length: str | bytes | int | None = None,
+    max_bytes: int | None = None,
+    max_seconds: float | None = None,
+    **load_kwargs: Any,
+) -> Any:
+    """One-shot :meth:`UploadLoader.aload`; build an :class:`UploadLoader`
+    once per endpoint instead when it serves many requests."""
+    loader = UploadLoader(policy, max_bytes=max_bytes, max_seconds=max_seconds, **load_kwargs)
+    return await loader.aload(chunks, content_length)
