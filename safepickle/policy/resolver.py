@@ -202,7 +202,14 @@ class Runtime:
             return Verdict(
                 module, name, True, "allow-wildcard", f"global {qualified!r} is allowed by {module}:* in {self.name!r}"
             )
-        return Verdict(module, name, False, "not-allowed", self._not_allowed_message(qualified))
+        if needs_exact(module, name):
+            message = (
+                f"global {qualified!r} is not allowed by policy {self.name!r}; names with dunder parts are "
+                "only admitted by an exact allow entry, and are rarely data"
+            )
+        else:
+            message = self._not_allowed_message(qualified)
+        return Verdict(module, name, False, "not-allowed", message)
 
     def _denied_by_policy(self, module: str, name: str) -> bool:
         if module in self._deny_wild:
