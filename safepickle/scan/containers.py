@@ -162,9 +162,13 @@ class _Walker:
                 self.problem("limit", part, "limits.max_input_bytes",
                              f"pickle of {rep.end - rep.start} bytes (limit max_input_bytes = "
                              f"{self.limits.max_input_bytes})", primary, rep.start)
-            if count == 0 and a.result == TORCH_LEGACY_MAGIC:
-                legacy_torch = True
-                fmt = "pytorch-legacy"
+            if count == 0:
+                if rep.view == "joblib":
+                    fmt = "joblib"
+                elif a.result == TORCH_LEGACY_MAGIC:
+                    legacy_torch = True
+                    fmt = "pytorch-legacy"
+                self.format(fmt)
             count += 1
             pos = rep.end
             if legacy_torch and count == _TORCH_LEGACY_PICKLES:
@@ -173,8 +177,6 @@ class _Walker:
                 break
         if count > 1:
             self.note(f"{label or 'input'}: {count} pickles one after another")
-        if fmt != "unknown":
-            self.format(fmt)
         return fmt
 
     def one_pickle(self, buf: Any, part: str, pos: int, primary: bool) -> Analysis:
@@ -246,6 +248,11 @@ class _Walker:
             self.format("npz")
         for p in archive.problems:
             self.note(f"{label or 'input'}: zip: {p}")
+        if archive.from_local_headers:
+            # Neither PyTorch nor zipfile opens it; other readers might, so
+            # the members found are scanned, but the archive is not vouched for.
+            self.problem("container", label, "zip", "the zip archive has no readable central directory "
+                         "(members found by their local headers were scanned)", primary)
         self.zip_members(buf, archive, label, depth, primary)
 
     def zip_members(self, buf: Any, archive: Any, label: str, depth: int, primary: bool) -> None:
