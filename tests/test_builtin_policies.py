@@ -99,7 +99,6 @@ def _numpy_values() -> dict[str, Any]:
         "aligned": np.zeros(2, dtype=np.dtype([("a", "u1"), ("b", "f8")], align=True)),
         "datetime": [np.array(["2020-01-01", "NaT"], dtype="M8[D]"), np.array([1], dtype="m8[5ns]")],
         "strings": [np.array(["ab", "c\xe9"]), np.array([b"ab"]), np.zeros(2, dtype="V4")],
-        "stringdtype": np.array(["a", "bc"], dtype=np.dtypes.StringDType()),
         "empty-0d": [np.zeros((0, 3)), np.array(5)],
         "view": np.arange(10)[::2],
         "scalars": [np.float64(1.5), np.int8(-3), np.bool_(True), np.complex64(1j), np.datetime64("2020-01-01"),
@@ -109,6 +108,11 @@ def _numpy_values() -> dict[str, Any]:
         "masked-constant": np.ma.masked,
         "shared": [shared, shared],
         "dict-of-arrays": {"x": np.ones((3, 3)), "y": [np.float32(2)]},
+        **(
+            {"stringdtype": np.array(["a", "bc"], dtype=np.dtypes.StringDType())}
+            if hasattr(np.dtypes, "StringDType")  # NumPy 2
+            else {}
+        ),
     }
 
 

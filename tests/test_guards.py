@@ -366,7 +366,8 @@ def test_dtype_state_guard_accepts_every_state_numpy_writes(nprt: Runtime) -> No
         assert guard is not None
         assert guard(fresh, state, LIMITS) == 0, original
         fresh.__setstate__(state)
-        assert fresh == original and fresh.metadata == original.metadata, original
+        expected = pickle.loads(pickle.dumps(original))  # what pickle itself restores
+        assert fresh == expected and fresh.metadata == expected.metadata, original
         assert np.dtype(fresh).itemsize == original.itemsize
 
 
@@ -492,7 +493,7 @@ def test_ndarray_state_guard_accepts_real_states(nprt: Runtime) -> None:
         np.array(["ab", "c"]),
         np.zeros((0, 3)),
         np.array(5),
-        np.array(["x", "yz"], dtype=np.dtypes.StringDType()),
+        *([np.array(["x", "yz"], dtype=np.dtypes.StringDType())] if hasattr(np.dtypes, "StringDType") else []),
     ):
         target = _blank()
         guard = nprt.state_guard(target)
