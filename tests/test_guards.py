@@ -326,8 +326,14 @@ def test_mareconstruct(nprt: Runtime) -> None:
     with pytest.raises(GuardViolation):
         guard((ma, nd, (10**12,), "b"), None, LIMITS)
     _refused(guard, (nd, nd, (0,), "b"))  # subtype must be a MaskedArray class
-    direct = _guard(nprt, "numpy.ma", "MaskedArray")
-    _refused(direct, ([1, 2],))
+    import numpy as np
+
+    recarray = (np.recarray.__module__, "recarray")  # numpy.rec (NumPy 2) or numpy (1.x)
+    for module, name in [("numpy.ma", "MaskedArray"), ("numpy.ma.core", "MaskedArray"), ("numpy.ma.core", "mvoid"),
+                         recarray, ("numpy", "matrix")]:
+        direct = _guard(nprt, module, name)
+        assert "cannot be called from a pickle" in _refused(direct, ([1, 2],))
+        assert "cannot be called from a pickle" in _refused(direct, (range(10**12),))
 
 
 # -- NumPy state guards --------------------------------------------------------

@@ -547,18 +547,23 @@ def _count(dims: tuple[int, ...]) -> int:
 
 
 def _dtype_arg(spec: object, what: str) -> Any:
-    """A dtype argument: an existing dtype (sealed from now on) or a short
-    type string; never a list/dict spec (those can name arbitrary objects)."""
+    """A dtype argument: an existing dtype (sealed from now on), a NumPy
+    scalar type or a short type string; never a list/dict spec (those can
+    name arbitrary objects)."""
     np = _np()
     if isinstance(spec, np.dtype):
         SEALS.seal(spec)
         return spec
-    if type(spec) in (str, bytes) and len(spec) <= MAX_DTYPE_TEXT:  # type: ignore[arg-type]
+    # A NumPy scalar type (numpy.record for record arrays) names a dtype too.
+    scalar_type = isinstance(spec, type) and issubclass(spec, np.generic)
+    if scalar_type or (type(spec) in (str, bytes) and len(spec) <= MAX_DTYPE_TEXT):  # type: ignore[arg-type]
         try:
             return np.dtype(spec)
         except Exception as exc:
             raise GuardViolation(f"{what}: bad dtype {spec!r}: {exc}") from None
-    raise GuardViolation(f"{what}: dtype must be a dtype or a short type string, not {type(spec).__name__}")
+    raise GuardViolation(
+        f"{what}: dtype must be a dtype, a NumPy scalar type or a short type string, not {type(spec).__name__}"
+    )
 
 
 def _array_bytes(dims: tuple[int, ...], dtype: Any) -> int:
@@ -778,10 +783,18 @@ CALL_GUARDS: dict[str, tuple[Callable[[GuardContext], CallGuard], str | None]] =
     "numpy:ndarray": (_np_ndarray, "__new__"),
     "numpy:dtype": (_np_dtype, "__new__"),
     "numpy:void": (_np_void, "__new__"),
-    "numpy.ma:MaskedArray": (
+    # Pickles build these through _reconstruct/_mareconstruct, never by a
+    # direct call, whose arguments (data to convert, buffers, strides) are
+    # far wider than a pickle needs.  NumPy 1.x and 2.x module names both.
+    "numpy.ma:MaskedArray": (_refuse("numpy.ma.MaskedArray", "masked arrays load through _mareconstruct"), "__new__"),
+    "numpy.ma.core:MaskedArray": (
         _refuse("numpy.ma.MaskedArray", "masked arrays load through _mareconstruct"),
         "__new__",
     ),
+    "numpy.ma.core:mvoid": (_refuse("numpy.ma.mvoid", "masked scalars load through _mareconstruct"), "__new__"),
+    "numpy.rec:recarray": (_refuse("numpy.recarray", "record arrays load through _reconstruct"), "__new__"),
+    "numpy:recarray": (_refuse("numpy.recarray", "record arrays load through _reconstruct"), "__new__"),
+    "numpy:matrix": (_refuse("numpy.matrix", "matrices load through _reconstruct"), "__new__"),
     "numpy.ma.core:MaskedConstant": (_no_args("numpy.ma.MaskedConstant"), "__new__"),
 }
 
