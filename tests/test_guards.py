@@ -11,6 +11,7 @@ still passes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import pickle
 from collections.abc import Callable
@@ -217,6 +218,43 @@ def test_newobj_delegates_to_the_class_guard(stdlib: Runtime) -> None:
     _refused(guard, (ba, 1))  # bytearray's own guard refuses the int
     with pytest.raises(GuardViolation):
         guard((Plain,), None, LIMITS)
+
+
+def test_guards_never_raise_anything_but_guard_violations(stdlib: Runtime, nprt: Runtime) -> None:
+    class Weird:
+        def __len__(self) -> int:
+            raise RuntimeError("boom")
+
+        def __index__(self) -> int:
+            raise RuntimeError("boom")
+
+    odd_args = [(Weird(),), (Weird(), Weird()), (Weird(), Weird(), Weird(), Weird()), (None,) * 5]
+    runtimes = [(stdlib, key) for key in CALL_GUARDS if not key.startswith("numpy")]
+    runtimes += [(nprt, key) for key in CALL_GUARDS if key.startswith("numpy")]
+    checked = 0
+    for rt, key in runtimes:
+        module, name = key.split(":")
+        try:
+            obj = rt.resolve(module, name, 4, True)
+        except Exception:
+            continue  # not allowed by that policy
+        guard = rt.guard(obj)
+        assert guard is not None, key
+        for args in odd_args:
+            with contextlib.suppress(GuardViolation):  # anything else fails the test
+                guard(args, None, LIMITS)
+        checked += 1
+    assert checked >= 20
+    import numpy as np
+
+    frombuffer = _guard(nprt, "numpy._core.numeric", "_frombuffer")
+    _refused(frombuffer, (b"\0" * 8, np.dtype("f8", False, True), (1,), "K", (0, "x")))
+    for kind, target in (("dtype", np.dtype("V4", False, True)), ("ndarray", _blank())):
+        guard = nprt.state_guard(target)
+        assert guard is not None, kind
+        for state in ((Weird(),), (1, Weird(), Weird(), Weird(), Weird()), (3, "|", Weird(), None, None, 4, 1, 0)):
+            with pytest.raises(GuardViolation):
+                guard(target, state, LIMITS)
 
 
 def test_every_table_entry_builds_a_guard(stdlib: Runtime) -> None:

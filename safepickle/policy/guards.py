@@ -49,6 +49,8 @@ __all__ = [
     "SEALS",
     "SealRegistry",
     "StateGuard",
+    "hardened_call",
+    "hardened_state",
     "state_guard_for",
 ]
 
@@ -62,6 +64,37 @@ class GuardContext(Protocol):
     def is_callable(self, obj: object) -> bool: ...
 
     def guard(self, obj: object) -> CallGuard | None: ...
+
+
+def hardened_call(guard: CallGuard) -> CallGuard:
+    """Wrap a call guard so that anything it raises is a GuardViolation: a
+    hostile argument must never surface as a bare TypeError from a guard."""
+
+    def checked(args: tuple, kwargs: dict | None, limits: Limits) -> int:
+        try:
+            return guard(args, kwargs, limits)
+        except GuardViolation:
+            raise
+        except Exception as exc:
+            raise GuardViolation(f"arguments could not be checked ({type(exc).__name__}: {exc})") from None
+
+    checked.__wrapped__ = guard  # type: ignore[attr-defined]
+    return checked
+
+
+def hardened_state(guard: StateGuard) -> StateGuard:
+    """Like :func:`hardened_call` for BUILD guards."""
+
+    def checked(obj: object, state: object, limits: Limits) -> int:
+        try:
+            return guard(obj, state, limits)
+        except GuardViolation:
+            raise
+        except Exception as exc:
+            raise GuardViolation(f"state could not be checked ({type(exc).__name__}: {exc})") from None
+
+    checked.__wrapped__ = guard  # type: ignore[attr-defined]
+    return checked
 
 
 # -- seal registry ----------------------------------------------------------
@@ -661,7 +694,11 @@ def _np_frombuffer(ctx: GuardContext) -> CallGuard:
         if order not in ("C", "F", "A", "K"):
             raise GuardViolation(f"{what}: order must be one of C, F, A, K")
         if axis_order is not None:
-            if type(axis_order) not in (tuple, list) or sorted(axis_order) != list(range(len(dims))):
+            if (
+                type(axis_order) not in (tuple, list)
+                or not all(type(a) is int for a in axis_order)
+                or sorted(axis_order) != list(range(len(dims)))
+            ):
                 raise GuardViolation(f"{what}: axis_order must be a permutation of the axes")
         if _count(dims) * dtype.itemsize != _nbytes(buf):
             raise GuardViolation(f"{what}: shape {dims} of {dtype} does not match {_nbytes(buf)} buffer bytes")
@@ -996,13 +1033,21 @@ def state_guard_for(obj: object) -> StateGuard | None:
     if np is None:
         return None
     if isinstance(obj, np.dtype):
-        return _dtype_state
+        return _STATE_GUARDS["dtype"]
     if isinstance(obj, np.ndarray):
         setstate = type(obj).__setstate__
         if setstate is np.ndarray.__setstate__:
-            return _ndarray_state
+            return _STATE_GUARDS["ndarray"]
         ma = sys.modules.get("numpy.ma")
         if ma is not None and setstate is ma.MaskedArray.__setstate__:
-            return _masked_state
-        return _refuse_state
+            return _STATE_GUARDS["masked"]
+        return _STATE_GUARDS["refuse"]
     return None
+
+
+_STATE_GUARDS: dict[str, StateGuard] = {
+    "dtype": hardened_state(_dtype_state),
+    "ndarray": hardened_state(_ndarray_state),
+    "masked": hardened_state(_masked_state),
+    "refuse": hardened_state(_refuse_state),
+}

@@ -417,7 +417,7 @@ class Runtime:
         for key in keys:
             entry = guards.CALL_GUARDS.get(key)
             if entry is not None:
-                return entry[0](self)
+                return guards.hardened_call(entry[0](self))
         if isinstance(obj, type):
             # A subclass inherits the guard of the nearest guarded base whose
             # checked method (__new__/__init__) it does not override.
@@ -428,7 +428,7 @@ class Runtime:
                     continue
                 definer = next((c for c in obj.__mro__ if entry[1] in c.__dict__), None)
                 if definer is base:
-                    return entry[0](self)
+                    return guards.hardened_call(entry[0](self))
         return None
 
     def state_guard(self, obj: object) -> guards.StateGuard | None:
