@@ -551,6 +551,108 @@ case("fraction-huge-exponent-p4", P4 + call(sgbl("fractions", "Fraction"), suni(
      "Fraction('1e10000000') computes 10**10**7 (seconds of CPU, in C); real pickles write 'n/d'",
      at="REDUCE", policy="stdlib", reaches=("fractions", "Fraction"))
 
+# -- hash collisions inside one call of an allowed constructor --------------
+# The VM cannot interrupt one C call: the guard must build incrementally or refuse.
+
+_COLLIDING_CALL = 20_000
+_KEYS = b"".join(long1(i * _M61) for i in range(_COLLIDING_CALL))
+_KEY_LIST = EMPTY_LIST + MARK + _KEYS + APPENDS
+_PAIR_LIST = EMPTY_LIST + MARK + b"".join(tup(long1(i * _M61), NONE) for i in range(_COLLIDING_CALL)) + APPENDS
+for _mod, _name, _arg, _base in [
+    ("builtins", "frozenset", _KEY_LIST, "data-only"),
+    ("builtins", "set", _KEY_LIST, "data-only"),
+    ("collections", "Counter", _KEY_LIST, "stdlib"),
+    ("collections", "OrderedDict", _PAIR_LIST, "stdlib"),
+]:
+    case(f"hash-collide-call-{_mod}-{_name}-p4", P4 + call(sgbl(_mod, _name), _arg) + STOP, LE,
+         f"{_mod}.{_name}(20k colliding ints) is one C call of seconds", at="REDUCE", limit="max_seconds",
+         policy=policy("tight-time", _base, max_seconds=0.5), reaches=(_mod, _name))
+
+# -- uninitialized memory: NumPy allocates without zeroing -----------------
+
+case("numpy-reconstruct-uninitialized-p4",
+     P4 + call(_RECON, sgbl("numpy", "ndarray"), tup(integer(64)), sbytes(b"b")) + STOP, FG,
+     "_reconstruct with a non-empty shape and no BUILD returns 64 bytes of heap (pointers, secrets)",
+     at="REDUCE", policy="numpy-only", reaches=("numpy._core.multiarray", "_reconstruct"))
+case("numpy-mareconstruct-uninitialized-p4",
+     P4 + call(sgbl("numpy.ma.core", "_mareconstruct"), sgbl("numpy.ma", "MaskedArray"), sgbl("numpy", "ndarray"),
+               tup(integer(64)), sbytes(b"b")) + STOP, FG,
+     "_mareconstruct with a non-empty base shape returns uninitialized heap", at="REDUCE", policy="numpy-only",
+     reaches=("numpy.ma.core", "_mareconstruct"))
+case("numpy-ndarray-call-uninitialized-p4", P4 + call(sgbl("numpy", "ndarray"), tup(integer(64))) + STOP, FG,
+     "numpy.ndarray(shape) is np.empty: real pickles never call it", at="REDUCE", policy="numpy-only",
+     reaches=("numpy", "ndarray"))
+case("numpy-ndarray-newobj-uninitialized-p4", P4 + sgbl("numpy", "ndarray") + tup(tup(integer(64))) + NEWOBJ + STOP,
+     FG, "ndarray.__new__(ndarray, shape) through NEWOBJ", at="NEWOBJ", policy="numpy-only",
+     reaches=("numpy", "ndarray"))
+case("numpy-reconstructor-uninitialized-p2",
+     P2 + call(gbl("copyreg", "_reconstructor"), gbl("numpy", "ndarray"), gbl("numpy", "ndarray"), tup(integer(64)))
+     + STOP, FG, "copyreg._reconstructor calls ndarray.__new__(ndarray, shape)", at="REDUCE", policy="numpy-only",
+     reaches=("copyreg", "_reconstructor"))
+
+# -- NumPy states that corrupt memory in NumPy itself (must stay refused) ----
+
+case("numpy-setstate-short-object-list-p4",
+     P4 + call(_RECON, sgbl("numpy", "ndarray"), tup(integer(0)), sbytes(b"b"))
+     + tup(integer(1), tup(integer(3)), _DTYPE_O, NEWFALSE, EMPTY_LIST + MARK + integer(1) + APPENDS)
+     + BUILD + STOP, FG, "3 object slots, 1 item: NumPy reads 2 wild pointers (segfault)", at="BUILD",
+     policy="numpy-only", reaches=("numpy._core.multiarray", "_reconstruct"))
+_V8 = call(sgbl("numpy", "dtype"), suni("V8"), NEWFALSE, NEWTRUE)
+_FORGED_DTYPE = (_V8 + tup(integer(3), suni("|"), NONE, tup(suni("a")),
+                           EMPTY_DICT + suni("a") + tup(_DTYPE_O, integer(0)) + SETITEM,
+                           integer(8), integer(1), integer(0)) + BUILD)
+case("numpy-dtype-forged-flags-p4",
+     P4 + call(_RECON, sgbl("numpy", "ndarray"), tup(integer(0)), sbytes(b"b"))
+     + tup(integer(1), tup(integer(1)), _FORGED_DTYPE, NEWFALSE, sbytes(b"A" * 8)) + BUILD + STOP, FG,
+     "a dtype with an object field whose state claims no objects: raw bytes become a PyObject* (segfault)",
+     at="BUILD", policy="numpy-only", reaches=("numpy._core.multiarray", "_reconstruct"))
+_OBJ_FIELD = (_V8 + tup(integer(3), suni("|"), NONE, tup(suni("a")),
+                        EMPTY_DICT + suni("a") + tup(_DTYPE_O, integer(0)) + SETITEM,
+                        integer(8), integer(1), integer(27)) + BUILD)
+case("numpy-object-field-raw-bytes-p4",
+     P4 + call(_RECON, sgbl("numpy", "ndarray"), tup(integer(0)), sbytes(b"b"))
+     + tup(integer(1), tup(integer(1)), _OBJ_FIELD, NEWFALSE, sbytes(b"A" * 8)) + BUILD + STOP, FG,
+     "raw bytes for an array whose dtype holds objects", at="BUILD", policy="numpy-only",
+     reaches=("numpy._core.multiarray", "_reconstruct"))
+
+# -- refusal messages must not render attacker objects ---------------------
+# A tuple doubling 16 times from a 1000-char string: 1.4 KB of stream, 33 MB of repr.
+# A list nested 20000 deep: repr/str of it raises RecursionError.
+
+
+def _doubling(levels: int, base: int = 1000) -> bytes:
+    out = uni("x" * base) + LONG_BINPUT + struct.pack("<I", 0) + POP
+    for i in range(1, levels):
+        prev = struct.pack("<I", i - 1)
+        out += LONG_BINGET + prev + LONG_BINGET + prev + TUPLE2 + LONG_BINPUT + struct.pack("<I", i) + POP
+    return out + LONG_BINGET + struct.pack("<I", levels - 1)
+
+
+_BOMB = _doubling(16)
+_DEEP_LIST = EMPTY_LIST * 20_000 + APPEND * 19_999
+_DEEP_TUPLE = NONE + TUPLE1 * 20_000
+case("binpersid-deep-pid-p2", P2 + _DEEP_LIST + BINPERSID + STOP, FG,
+     "the refusal of a persistent id must not repr it (RecursionError; a doubling tuple costs minutes)",
+     at="BINPERSID")
+case("numpy-reconstruct-shape-repr-bomb-p4",
+     P4 + call(_RECON, sgbl("numpy", "ndarray"), tup(_BOMB), sbytes(b"b")) + STOP, FG,
+     "a shape item that renders to 33 MB", at="REDUCE", policy="numpy-only",
+     reaches=("numpy._core.multiarray", "_reconstruct"))
+case("numpy-reconstruct-shape-deep-p4",
+     P4 + call(_RECON, sgbl("numpy", "ndarray"), tup(_DEEP_LIST), sbytes(b"b")) + STOP, FG,
+     "a shape item nested 20000 deep", at="REDUCE", policy="numpy-only",
+     reaches=("numpy._core.multiarray", "_reconstruct"))
+case("numpy-dtype-byteorder-repr-bomb-p4",
+     P4 + call(sgbl("numpy", "dtype"), suni("f8"), NEWFALSE, NEWTRUE)
+     + tup(integer(3), _BOMB, NONE, NONE, NONE, integer(-1), integer(-1), integer(0)) + BUILD + STOP, FG,
+     "a dtype byte order that renders to 33 MB", at="BUILD", policy="numpy-only", reaches=("numpy", "dtype"))
+case("deque-kwarg-repr-bomb-p4",
+     P4 + sgbl("collections", "deque") + EMPTY_TUPLE + EMPTY_DICT + _BOMB + NONE + SETITEM + NEWOBJ_EX + STOP, FG,
+     "a keyword that renders to 33 MB", at="NEWOBJ_EX", policy="stdlib", reaches=("collections", "deque"))
+case("build-slotstate-deep-key-p4",
+     P4 + _OD + tup(NONE, EMPTY_DICT + _DEEP_TUPLE + integer(1) + SETITEM) + BUILD + STOP, FG,
+     "a slot-state key nested 20000 deep", at="BUILD", policy="stdlib", reaches=("collections", "OrderedDict"))
+
 # -- streams that never reach STOP -------------------------------------------
 
 case("empty-stream", b"", MP, "no bytes at all", needs_opcode=False)
