@@ -381,6 +381,12 @@ case("build-slotstate-dict-replace-p4",
      P4 + _OD + tup(NONE, EMPTY_DICT + suni("__dict__") + EMPTY_DICT + SETITEM) + BUILD + STOP, FG,
      "slot state replacing __dict__", at="BUILD", policy="stdlib", reaches=("collections", "OrderedDict"))
 
+case("build-setstate-hijack-p4",
+     P4 + _OD + EMPTY_DICT + suni("__setstate__") + sgbl("builtins", "bytearray") + SETITEM + BUILD
+     + integer(10**12) + BUILD + STOP, MP,
+     "an instance-dict __setstate__ is never called: the second BUILD state is just not a dict", at="BUILD",
+     policy="stdlib", reaches=("collections", "OrderedDict"))
+
 # -- item assignment / append / add on non-containers -----------------------
 
 case("setitem-on-class-p2", P2 + gbl("builtins", "set") + integer(1) + integer(2) + SETITEM + STOP, FG,
