@@ -299,11 +299,14 @@ def test_scan_and_load_agree_on_the_hostile_corpus(case):
     kw = dict(case.kwargs)
     report = assert_scan_covers_trace(case.data, policy, **kw)
     _, err = trace_of(case.data, policy, **kw)
-    assert err is not None
-    if isinstance(err, ForbiddenGlobal) and err.module not in ("<extension>", "<persistent-id>"):
+    rule = (err.rule or "") if err is not None else ""
+    static = rule in STATIC_RULES or rule.startswith("denylist:")
+    if isinstance(err, ForbiddenGlobal) and static and err.module not in ("<extension>", "<persistent-id>"):
         verdict = coerce_policy(policy).runtime().check(err.module, err.name, 4, True)
         if not verdict.allowed:  # a static refusal: scan must refuse too
-            assert not report.ok, (case.name, err)
+            assert not report.ok, case.name
+    if isinstance(err, ForbiddenGlobal) and err.module in ("<extension>", "<persistent-id>"):
+        assert not report.ok, case.name
 
 
 def _fuzz_corpus() -> list[Path]:
