@@ -30,6 +30,7 @@ inherits that method inherits the guard.
 from __future__ import annotations
 
 import codecs
+import itertools
 import math
 import pickle
 import re
@@ -49,6 +50,8 @@ __all__ = [
     "SEALS",
     "SealRegistry",
     "StateGuard",
+    "brief",
+    "exception_text",
     "hardened_call",
     "hardened_state",
     "state_guard_for",
@@ -66,6 +69,33 @@ class GuardContext(Protocol):
     def guard(self, obj: object) -> CallGuard | None: ...
 
 
+def brief(value: object) -> str:
+    """A short description of a value from the stream, for messages.  Never
+    its full repr: memo-shared nesting makes a repr exponentially long."""
+    kind = type(value)
+    if kind in (str, bytes):
+        text = repr(value[:40])  # type: ignore[index]
+        return text + ("..." if len(value) > 40 else "")  # type: ignore[arg-type]
+    if kind in (int, bool):
+        return str(value) if -(10**30) < value < 10**30 else f"an int of {value.bit_length()} bits"  # type: ignore[operator,attr-defined]
+    if kind is float or value is None:
+        return repr(value)
+    return f"a {kind.__name__[:60]}"
+
+
+def _brief_shape(dims: tuple[int, ...]) -> str:
+    shown = ", ".join(brief(d) for d in dims[:8])
+    return f"({shown}{',' if len(dims) == 1 else ''}{', ...' if len(dims) > 8 else ''})"
+
+
+def exception_text(exc: BaseException) -> str:
+    """An exception's type and, when it is plain short text, its message."""
+    args = exc.args
+    if args and all(type(a) is str for a in args):
+        return f"{type(exc).__name__}: {'; '.join(args)[:200]}"
+    return type(exc).__name__
+
+
 def hardened_call(guard: CallGuard) -> CallGuard:
     """Wrap a call guard so that anything it raises is a GuardViolation: a
     hostile argument must never surface as a bare TypeError from a guard."""
@@ -76,7 +106,7 @@ def hardened_call(guard: CallGuard) -> CallGuard:
         except GuardViolation:
             raise
         except Exception as exc:
-            raise GuardViolation(f"arguments could not be checked ({type(exc).__name__}: {exc})") from None
+            raise GuardViolation(f"arguments could not be checked ({exception_text(exc)})") from None
 
     checked.__wrapped__ = guard  # type: ignore[attr-defined]
     return checked
@@ -91,7 +121,7 @@ def hardened_state(guard: StateGuard) -> StateGuard:
         except GuardViolation:
             raise
         except Exception as exc:
-            raise GuardViolation(f"state could not be checked ({type(exc).__name__}: {exc})") from None
+            raise GuardViolation(f"state could not be checked ({exception_text(exc)})") from None
 
     checked.__wrapped__ = guard  # type: ignore[attr-defined]
     return checked
@@ -240,6 +270,64 @@ def _text_number(value: object, what: str) -> None:
         raise GuardViolation(f"{what}: number text of {len(value)} characters is too long")  # type: ignore[arg-type]
 
 
+#: Hash-table inserts are only quadratic when many *distinct* keys share a
+#: full hash (CPython perturbs partial collisions away).  Below this many
+#: keys the worst case is a few milliseconds and nothing is checked.
+COLLISION_CHECK_MIN = 2048
+#: Seconds per key comparison inside a colliding chain (measured ~25-30 ns
+#: for ints on a 2-core VM; the estimate errs on the generous side).
+SECONDS_PER_COMPARISON = 20e-9
+
+
+def _distinct(group: list[object]) -> int:
+    try:
+        ordered = sorted(group)  # type: ignore[type-var]
+    except Exception:
+        return len({id(x) for x in group})  # unorderable: count by identity (over-estimates)
+    return 1 + sum(1 for a, b in itertools.pairwise(ordered) if a != b)
+
+
+def _collisions(keys: list[object], limits: Limits, what: str) -> None:
+    """Refuse a constructor call whose keys collide so much that building
+    the table would run past ``max_seconds`` inside one C call the VM cannot
+    interrupt (``set(20_000 multiples of 2**61-1)`` takes seconds)."""
+    if len(keys) < COLLISION_CHECK_MIN:
+        return
+    hashes = []
+    for key in keys:
+        try:
+            hashes.append(hash(key))
+        except TypeError:
+            return  # unhashable: the call itself fails at once
+    if len(set(hashes)) == len(hashes):
+        return
+    groups: dict[int, list[object]] = {}
+    for h, key in zip(hashes, keys, strict=True):
+        groups.setdefault(h, []).append(key)
+    comparisons = 0
+    for group in groups.values():
+        if len(group) > 1:
+            d = _distinct(group)
+            comparisons += d * (d - 1) // 2
+    seconds = comparisons * SECONDS_PER_COMPARISON
+    if seconds > limits.max_seconds:
+        raise GuardViolation(
+            f"{what}: {comparisons} key comparisons between colliding hashes (about {seconds:.1f} s in one call)",
+            limit="max_seconds",
+            value=round(seconds, 1),
+        )
+
+
+def _keys_of(value: object) -> list[object] | None:
+    """The keys a constructor will hash, when they can collide in a fresh
+    table (a dict or set argument to dict()/set() is copied without compares)."""
+    if type(value) in (list, tuple, str, bytes):
+        return list(value)  # type: ignore[call-overload]
+    if type(value) in (set, frozenset, dict):
+        return list(value)  # type: ignore[call-overload]
+    return None
+
+
 # -- builtins ---------------------------------------------------------------
 
 
@@ -282,14 +370,18 @@ def _codecs_encode(ctx: GuardContext) -> CallGuard:
     return guard
 
 
-def _container(what: str, *, kwargs_ok: bool = False) -> Callable[[GuardContext], CallGuard]:
+def _container(what: str, *, hashed: bool = False) -> Callable[[GuardContext], CallGuard]:
     def factory(ctx: GuardContext) -> CallGuard:
         def guard(args: tuple, kwargs: dict | None, limits: Limits) -> int:
-            if not kwargs_ok:
-                _no_kwargs(kwargs, what)
+            _no_kwargs(kwargs, what)
             _arity(args, 0, 1, what)
             if args:
                 _materialized(args[0], limits, what)
+                # set(a_set) copies the table without comparing keys
+                if hashed and type(args[0]) not in (set, frozenset, dict):
+                    keys = _keys_of(args[0])
+                    if keys is not None:
+                        _collisions(keys, limits, what)
             return 0
 
         return guard
@@ -297,12 +389,22 @@ def _container(what: str, *, kwargs_ok: bool = False) -> Callable[[GuardContext]
     return factory
 
 
-def _mapping(what: str) -> Callable[[GuardContext], CallGuard]:
+def _pair_keys(value: object, limits: Limits, what: str, *, copies_dicts: bool) -> None:
+    if type(value) is dict:
+        if not copies_dicts:  # OrderedDict/defaultdict insert key by key
+            _collisions(list(value), limits, what)
+        return
+    if type(value) in (list, tuple):
+        _collisions([item[0] for item in value], limits, what)  # type: ignore[union-attr]
+
+
+def _mapping(what: str, *, copies_dicts: bool = False) -> Callable[[GuardContext], CallGuard]:
     def factory(ctx: GuardContext) -> CallGuard:
         def guard(args: tuple, kwargs: dict | None, limits: Limits) -> int:
             _arity(args, 0, 1, what)
             if args:
                 _pairs(args[0], limits, what)
+                _pair_keys(args[0], limits, what, copies_dicts=copies_dicts)
             if kwargs:
                 _length(len(kwargs), limits, what)
             return 0
@@ -317,6 +419,9 @@ def _counter(ctx: GuardContext) -> CallGuard:
         _arity(args, 0, 1, "Counter")
         if args and args[0] is not None:
             _materialized(args[0], limits, "Counter")
+            keys = _keys_of(args[0])
+            if keys is not None:
+                _collisions(keys, limits, "Counter")
         if kwargs:
             _length(len(kwargs), limits, "Counter")
         return 0
@@ -330,7 +435,7 @@ def _deque(ctx: GuardContext) -> CallGuard:
         merged = dict(zip(("iterable", "maxlen"), args, strict=False))
         for key, value in (kwargs or {}).items():
             if key not in ("iterable", "maxlen") or key in merged:
-                raise GuardViolation(f"deque: unexpected keyword argument {key!r}")
+                raise GuardViolation(f"deque: unexpected keyword argument {brief(key)}")
             merged[key] = value
         if "iterable" in merged:
             _materialized(merged["iterable"], limits, "deque")
@@ -354,6 +459,7 @@ def _defaultdict(ctx: GuardContext) -> CallGuard:
                 )
         if len(args) == 2:
             _pairs(args[1], limits, "defaultdict")
+            _pair_keys(args[1], limits, "defaultdict", copies_dicts=False)
         if kwargs:
             _length(len(kwargs), limits, "defaultdict")
         return 0
@@ -571,7 +677,7 @@ def _shape(shape: object, what: str) -> tuple[int, ...]:
     dims = tuple(shape)  # type: ignore[arg-type]
     for dim in dims:
         if type(dim) not in (int, bool) or dim < 0:
-            raise GuardViolation(f"{what}: shape must hold non-negative ints, got {dim!r}")
+            raise GuardViolation(f"{what}: shape must hold non-negative ints, got {brief(dim)}")
     return dims
 
 
@@ -593,10 +699,20 @@ def _dtype_arg(spec: object, what: str) -> Any:
         try:
             return np.dtype(spec)
         except Exception as exc:
-            raise GuardViolation(f"{what}: bad dtype {spec!r}: {exc}") from None
+            raise GuardViolation(f"{what}: bad dtype {brief(spec)}: {exception_text(exc)}") from None
     raise GuardViolation(
         f"{what}: dtype must be a dtype, a NumPy scalar type or a short type string, not {type(spec).__name__}"
     )
+
+
+def _no_uninitialized(dims: tuple[int, ...], what: str) -> None:
+    # ndarray.__new__ does not zero its memory: a non-empty array that no
+    # BUILD overwrites hands heap contents (pointers, secrets) to the result.
+    # NumPy's pickles always create the empty (0,) array and then BUILD it.
+    if _count(dims):
+        raise GuardViolation(
+            f"{what}: shape {_brief_shape(dims)} would return uninitialized memory; pickles use (0,)"
+        )
 
 
 def _array_bytes(dims: tuple[int, ...], dtype: Any) -> int:
@@ -619,7 +735,9 @@ def _np_reconstruct(ctx: GuardContext) -> CallGuard:
         _ndarray_class(ctx, args[0], _np().ndarray, what)
         dims = _shape(args[1], what)
         dtype = _dtype_arg(args[2], what)
-        return _charge(_array_bytes(dims, dtype), limits, what)
+        nbytes = _charge(_array_bytes(dims, dtype), limits, what)
+        _no_uninitialized(dims, what)
+        return nbytes
 
     return guard
 
@@ -630,11 +748,13 @@ def _np_ndarray(ctx: GuardContext) -> CallGuard:
         _arity(args, 1, 2, what)
         for key in kwargs or {}:
             if key not in ("dtype", "order"):
-                raise GuardViolation(f"{what}: keyword {key!r} is refused (no buffer, offset or strides)")
+                raise GuardViolation(f"{what}: keyword {brief(key)} is refused (no buffer, offset or strides)")
         dims = _shape(args[0], what)
         spec = args[1] if len(args) == 2 else (kwargs or {}).get("dtype", "f8")
         dtype = _dtype_arg(spec, what)
-        return _charge(_array_bytes(dims, dtype), limits, what)
+        nbytes = _charge(_array_bytes(dims, dtype), limits, what)
+        _no_uninitialized(dims, what)
+        return nbytes
 
     return guard
 
@@ -661,7 +781,7 @@ def _np_scalar(ctx: GuardContext) -> CallGuard:
         if len(args) == 2:
             data = args[1]
             if type(data) not in (bytes, str) or len(data) != dtype.itemsize:
-                raise GuardViolation(f"{what}: data must be {dtype.itemsize} bytes for {dtype}")
+                raise GuardViolation(f"{what}: data must be {dtype.itemsize} bytes for {dtype.str}")
         return _charge(dtype.itemsize, limits, what)
 
     return guard
@@ -701,7 +821,9 @@ def _np_frombuffer(ctx: GuardContext) -> CallGuard:
             ):
                 raise GuardViolation(f"{what}: axis_order must be a permutation of the axes")
         if _count(dims) * dtype.itemsize != _nbytes(buf):
-            raise GuardViolation(f"{what}: shape {dims} of {dtype} does not match {_nbytes(buf)} buffer bytes")
+            raise GuardViolation(
+                f"{what}: shape {_brief_shape(dims)} of {dtype.str} does not match {_nbytes(buf)} buffer bytes"
+            )
         return 0  # a view: the bytes were already paid for
 
     return guard
@@ -719,7 +841,9 @@ def _np_mareconstruct(ctx: GuardContext) -> CallGuard:
         dims = _shape(args[2], what)
         dtype = _dtype_arg(args[3], what)
         mask = ma.make_mask_descr(dtype)
-        return _charge(_count(dims) * (max(dtype.itemsize, 1) + max(mask.itemsize, 1)), limits, what)
+        nbytes = _charge(_count(dims) * (max(dtype.itemsize, 1) + max(mask.itemsize, 1)), limits, what)
+        _no_uninitialized(dims, what)
+        return nbytes
 
     return guard
 
@@ -791,11 +915,11 @@ CALL_GUARDS: dict[str, tuple[Callable[[GuardContext], CallGuard], str | None]] =
     "builtins:bytearray": (_bytes_guard("bytearray"), "__init__"),
     "builtins:bytes": (_bytes_guard("bytes"), "__new__"),
     "_codecs:encode": (_codecs_encode, None),
-    "builtins:set": (_container("set"), "__init__"),
-    "builtins:frozenset": (_container("frozenset"), "__new__"),
+    "builtins:set": (_container("set", hashed=True), "__init__"),
+    "builtins:frozenset": (_container("frozenset", hashed=True), "__new__"),
     "builtins:list": (_container("list"), "__init__"),
     "builtins:tuple": (_container("tuple"), "__new__"),
-    "builtins:dict": (_mapping("dict"), "__init__"),
+    "builtins:dict": (_mapping("dict", copies_dicts=True), "__init__"),
     "builtins:complex": (_complex, "__new__"),
     "builtins:int": (_int, "__new__"),
     "builtins:float": (_float, "__new__"),
@@ -843,13 +967,13 @@ def _raw_data(raw: object, dtype: Any, count: int, what: str) -> None:
     """Check an ndarray state's data against its shape and dtype."""
     if dtype.flags & NPY_LIST_PICKLE:
         if type(raw) is not list or len(raw) != count:
-            raise GuardViolation(f"{what}: an array of {dtype} needs a list of exactly {count} items")
+            raise GuardViolation(f"{what}: an array of {dtype.str} needs a list of exactly {count} items")
         return
     if dtype.hasobject:
-        raise GuardViolation(f"{what}: {dtype} holds objects but is not list-pickled")
+        raise GuardViolation(f"{what}: {dtype.str} holds objects but is not list-pickled")
     nbytes = count * dtype.itemsize
     if type(raw) not in (bytes, str) or len(raw) != nbytes:  # str: NumPy reads it as latin-1
-        raise GuardViolation(f"{what}: data must be exactly {nbytes} bytes for {count} items of {dtype}")
+        raise GuardViolation(f"{what}: data must be exactly {nbytes} bytes for {count} items of {dtype.str}")
 
 
 def _fresh(obj: object, what: str) -> None:
@@ -923,7 +1047,7 @@ def _dtype_candidate(obj: Any, state: tuple) -> Any:
         else:
             metadata = extra
     if byteorder not in ("<", ">", "|", "="):
-        raise GuardViolation(f"dtype BUILD: bad byte order {byteorder!r}")
+        raise GuardViolation(f"dtype BUILD: bad byte order {brief(byteorder)}")
     for value in (elsize, alignment, flags):
         if type(value) is not int:
             raise GuardViolation("dtype BUILD: elsize, alignment and flags must be ints")
@@ -939,10 +1063,13 @@ def _dtype_candidate(obj: Any, state: tuple) -> Any:
         for name in names:
             entry = fields.get(name) if type(name) is str else None
             if type(entry) is not tuple or len(entry) not in (2, 3) or type(entry[1]) is not int:
-                raise GuardViolation(f"dtype BUILD: bad field {name!r}")
+                raise GuardViolation(f"dtype BUILD: bad field {brief(name)}")
+            title = entry[2] if len(entry) == 3 else None
+            if title is not None and type(title) is not str:
+                raise GuardViolation("dtype BUILD: field titles must be str")
             formats.append(entry[0])
             offsets.append(entry[1])
-            titles.append(entry[2] if len(entry) == 3 else None)
+            titles.append(title)
         spec: Any = {"names": list(names), "formats": formats, "offsets": offsets, "itemsize": elsize}
         if any(t is not None for t in titles):
             spec["titles"] = titles
@@ -998,17 +1125,17 @@ def _dtype_state(obj: object, state: object, limits: Limits) -> int:
     except GuardViolation:
         raise
     except Exception as exc:
-        raise GuardViolation(f"{what}: state does not describe a valid dtype: {exc}") from None
+        raise GuardViolation(f"{what}: state does not describe a valid dtype: {exception_text(exc)}") from None
     if type(candidate) is not type(obj):
         raise GuardViolation(f"{what}: state describes a {type(candidate).__name__}, not a {type(obj).__name__}")
     try:
         expected = candidate.__reduce__()[2]
     except Exception as exc:
-        raise GuardViolation(f"{what}: {exc}") from None
+        raise GuardViolation(f"{what}: {exception_text(exc)}") from None
     if type(expected) is not tuple or len(expected) != len(state) or not all(
         _same(a, b) for a, b in zip(expected, state, strict=True)
     ):
-        raise GuardViolation(f"{what}: state is not what NumPy writes for {candidate}")
+        raise GuardViolation(f"{what}: state is not what NumPy writes for {candidate.str}")
     _, _, subarray, _, fields, *_ = state
     for nested in _nested_dtypes(subarray, fields):
         SEALS.seal(nested)

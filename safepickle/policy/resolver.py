@@ -36,6 +36,7 @@ from typing import Any
 
 from ..errors import ForbiddenGlobal
 from . import denylist, guards
+from .guards import exception_text
 from .model import Effective, Limits
 from .names import (
     WILDCARD,
@@ -98,6 +99,11 @@ _UNCALLABLE_KINDS = (
 _EXACT_ONLY = frozenset(
     {int, float, complex, str, bytes, bool, tuple, list, dict, set, frozenset, bytearray, slice, range}
 )
+
+
+def _show(text: str) -> str:
+    """A name from the stream, quoted and bounded for messages."""
+    return repr(text) if len(text) <= 200 else repr(text[:200]) + "..."
 
 
 def _own_location(obj: object) -> tuple[str, str] | None:
@@ -174,14 +180,14 @@ class Runtime:
         qualified = f"{module}:{name}"
         problem = name_problem(module, name)
         if problem:
-            return Verdict(module, name, False, "bad-name", f"global {qualified!r} is malformed: {problem}")
+            return Verdict(module, name, False, "bad-name", f"global {_show(qualified)} is malformed: {problem}")
         if "." in name and proto < 4:
             return Verdict(
                 module,
                 name,
                 False,
                 "dotted-needs-proto-4",
-                f"global {qualified!r}: a dotted name needs protocol 4 or later (this stream is "
+                f"global {_show(qualified)}: a dotted name needs protocol 4 or later (this stream is "
                 f"protocol {proto}); pickle would fail here too",
             )
         category = denylist.match(module, name)
@@ -191,20 +197,19 @@ class Runtime:
                 name,
                 False,
                 f"denylist:{category}",
-                f"global {qualified!r} is on safepickle's built-in deny list ({category}: "
+                f"global {_show(qualified)} is on safepickle's built-in deny list ({category}: "
                 f"{denylist.describe(category)}); it cannot be allowed by a policy",
             )
         if self._denied_by_policy(module, name):
-            return Verdict(module, name, False, "deny", f"global {qualified!r} is denied by policy {self.name!r}")
+            return Verdict(module, name, False, "deny", f"global {_show(qualified)} is denied by policy {self.name!r}")
         if qualified in self._allow:
-            return Verdict(module, name, True, "allow", f"global {qualified!r} is allowed by policy {self.name!r}")
+            return Verdict(module, name, True, "allow", f"global {_show(qualified)} is allowed by policy {self.name!r}")
         if module in self._wild and "." not in name and not name.startswith("_") and not needs_exact(module, name):
-            return Verdict(
-                module, name, True, "allow-wildcard", f"global {qualified!r} is allowed by {module}:* in {self.name!r}"
-            )
+            message = f"global {_show(qualified)} is allowed by {module}:* in {self.name!r}"
+            return Verdict(module, name, True, "allow-wildcard", message)
         if needs_exact(module, name):
             message = (
-                f"global {qualified!r} is not allowed by policy {self.name!r}; names with dunder parts are "
+                f"global {_show(qualified)} is not allowed by policy {self.name!r}; names with dunder parts are "
                 "only admitted by an exact allow entry, and are rarely data"
             )
         else:
@@ -222,7 +227,7 @@ class Runtime:
         providers = [n for n in _builtin_providers(qualified) if n != self.name]
         if providers:
             hint += " or extend " + " or ".join(f'"{n}"' for n in providers)
-        return f"global {qualified!r} is not allowed by policy {self.name!r}; if this is legitimate data, {hint}"
+        return f"global {_show(qualified)} is not allowed by policy {self.name!r}; if this is legitimate data, {hint}"
 
     # -- resolution -----------------------------------------------------------
 
@@ -247,7 +252,7 @@ class Runtime:
 
     def _refuse(self, verdict: Verdict, rule: str, why: str) -> ForbiddenGlobal:
         return ForbiddenGlobal(
-            verdict.module, verdict.name, f"global {verdict.qualified!r} {why}", policy=self.name, rule=rule
+            verdict.module, verdict.name, f"global {_show(verdict.qualified)} {why}", policy=self.name, rule=rule
         )
 
     def _import(self, verdict: Verdict) -> types.ModuleType:
@@ -261,10 +266,11 @@ class Runtime:
                 try:
                     return importlib.import_module(old)
                 except Exception as inner:
-                    raise self._refuse(verdict, "unresolvable", f"cannot be imported: {inner}") from inner
-            raise self._refuse(verdict, "unresolvable", f"cannot be imported: {exc}") from exc
+                    why = exception_text(inner)
+                    raise self._refuse(verdict, "unresolvable", f"cannot be imported: {why}") from inner
+            raise self._refuse(verdict, "unresolvable", f"cannot be imported: {exception_text(exc)}") from exc
         except Exception as exc:  # the module itself failed while importing
-            raise self._refuse(verdict, "unresolvable", f"cannot be imported: {exc!r}") from exc
+            raise self._refuse(verdict, "unresolvable", f"cannot be imported: {exception_text(exc)}") from exc
 
     def _lookup(self, verdict: Verdict) -> object:
         mod = self._import(verdict)
@@ -284,7 +290,7 @@ class Runtime:
         except ForbiddenGlobal:
             raise
         except Exception as exc:
-            raise self._refuse(verdict, "unresolvable", f"cannot be found: {exc!r}") from exc
+            raise self._refuse(verdict, "unresolvable", f"cannot be found: {exception_text(exc)}") from exc
         if verdict.rule == "allow-wildcard":
             location = _own_location(obj)
             if not _is_public_definition(obj) or location is None or location[0] not in (
