@@ -155,6 +155,10 @@ def test_numbers_and_text(stdlib: Runtime) -> None:
     str_ = _guard(stdlib, "builtins", "str")
     assert str_((5,), None, LIMITS) == 0
     assert str_((b"ab", "utf-8"), None, LIMITS) > 0
+    assert str_((b"ab", "latin_1", "strict"), None, LIMITS) > 0
+    _refused(str_, (b"ab", "punycode"))  # quadratic decoder, imported on first use
+    _refused(str_, (b"ab", "zlib"))
+    _refused(str_, (b"ab", "utf-8", "my_handler"))
     _refused(str_, ([1],))
     bool_ = _guard(stdlib, "builtins", "bool")
     assert bool_(([],), None, LIMITS) == 0

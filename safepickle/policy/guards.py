@@ -198,6 +198,7 @@ SEALS = SealRegistry()
 codecs.lookup("latin-1")
 
 _LATIN1 = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "l1"})
+_TEXT_CODECS = _LATIN1 | {"utf-8", "utf8", "ascii", "us-ascii"}
 MATERIALIZED = (list, tuple, set, frozenset, dict, str, bytes)
 _BYTES_LIKE = (bytes, bytearray, memoryview, pickle.PickleBuffer)
 _SCALARS = (int, float, bool, complex, str, bytes, type(None))
@@ -522,6 +523,12 @@ def _str(ctx: GuardContext) -> CallGuard:
             return 0
         if not isinstance(args[0], _BYTES_LIKE) or not all(type(a) is str for a in args[1:]):
             raise GuardViolation("str(data, encoding[, errors]) needs bytes-like data and str arguments")
+        # Any other codec would be looked up (and imported) by name, and some
+        # are slow on hostile input (punycode is quadratic).
+        if args[1].lower().replace("_", "-") not in _TEXT_CODECS:
+            raise GuardViolation("str(data, encoding): only utf-8, ascii and latin-1 are accepted")
+        if len(args) == 3 and args[2] not in ("strict", "replace", "ignore", "surrogateescape"):
+            raise GuardViolation("str(data, encoding, errors): unsupported errors handler")
         return _charge(4 * _nbytes(args[0]), limits, "str")
 
     return guard
