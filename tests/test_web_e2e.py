@@ -44,10 +44,21 @@ HOST = "127.0.0.1"
 PICKLE = "application/x-python-pickle"
 HTTP_TIMEOUT = 120.0  # a hang guard, not a timing assertion
 LOAD_SECONDS = float(os.environ.get("SAFEPICKLE_WEB_LOAD_SECONDS", "20"))
-# Stated bound on the server's peak resident memory over the whole module
-# (see MEMORY in the module docstring of the report): baseline interpreter +
-# FastAPI + NumPy, plus at most a few 32 MiB bodies and their loads in flight.
-RSS_BOUND = 512 * 1024 * 1024
+LOAD_CLIENTS = 8
+# A ceiling on the memory one opcode can make the VM build outside the
+# allocations it charges to max_alloc_bytes (an empty set, 216 bytes, is the
+# largest object one byte of opcode makes; plus its stack or memo slot).
+BYTES_PER_OP = 256
+ALLOCATOR_SLACK = 64 * 1024 * 1024
+
+
+def rss_bound(warm_rss: int, health: dict) -> int:
+    """The stated bound on the server's peak RSS under the load test: the
+    warmed-up process, one body buffer per client, and for each load worker
+    what the endpoint's limits let one load build."""
+    per_load = health["max_alloc_bytes"] + health["max_ops"] * BYTES_PER_OP
+    return (warm_rss + LOAD_CLIENTS * health["max_bytes"] + health["load_workers"] * per_load
+            + ALLOCATOR_SLACK)
 
 # ---------------------------------------------------------------- the hook --
 
@@ -147,6 +158,7 @@ class Server:
     audit_path: Path
     log_path: Path
     warm_mark: int = 0
+    warm_rss: int = 0
 
     @property
     def base(self) -> str:
@@ -225,6 +237,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
             assert post(client, b"not a pickle").status_code == 422
             assert post(client, b"", content_type="text/plain").status_code == 415
         srv.warm_mark = len(srv.audit_events())
+        srv.warm_rss = srv.memory()["VmRSS"]
         yield srv
     finally:
         srv.proc.terminate()
@@ -239,6 +252,16 @@ def server(tmp_path_factory) -> Iterator[Server]:
 def client(server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base, timeout=HTTP_TIMEOUT) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def oracle(client) -> safepickle.web.UploadLoader:
+    """The endpoint's loader rebuilt here from the limits the server reports."""
+    h = client.get("/healthz").json()
+    return safepickle.web.UploadLoader(
+        h["policy"], max_bytes=h["max_bytes"], max_seconds=h["max_seconds"],
+        limits={"max_alloc_bytes": h["max_alloc_bytes"], "max_ops": h["max_ops"]},
+    )
 
 
 def post(client: httpx.Client, body, content_type: str = PICKLE, **kw) -> httpx.Response:
@@ -353,6 +376,26 @@ class Hostile:
     limit: str | None = None
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the endpoint's own loader says about a body, in this process."""
+
+    error: str | None  # None: it loads
+    limit: str | None = None
+    rule: str | None = None
+    where: tuple | None = None  # (offset, opcode), unless time decided
+
+
+def verdict(loader: safepickle.web.UploadLoader, data: bytes) -> Verdict:
+    try:
+        loader.loads(data)
+    except safepickle.SafePickleError as exc:
+        limit = getattr(exc, "limit", None)
+        where = None if limit == "max_seconds" else (exc.offset, exc.opcode)
+        return Verdict(type(exc).__name__, limit, exc.rule, where)
+    return Verdict(None)
+
+
 def own_hostile() -> list[Hostile]:
     array = pickle.dumps(np.arange(1000.0), protocol=5)
     H, FG, MP, LE = Hostile, "ForbiddenGlobal", "MalformedPickle", "LimitExceeded"
@@ -374,10 +417,15 @@ def own_hostile() -> list[Hostile]:
         H("binbytes8-claims-4-eib", b"\x80\x04\x8e" + (1 << 62).to_bytes(8, "little") + b"x" * 16, MP),
         H("mark-flood", b"\x80\x02" + b"(" * 1_000_000 + b"N.", LE, "max_depth"),
         H("deep-tuples", deep_tuples(200_000), LE, "max_depth"),
-        # Nesting without MARKs is what pickle.loads builds too; the app
-        # refuses the result, and dropping it must not crash the server.
-        H("deep-lists", deep_lists(200_000), NOT_ARRAYS),
-        H("deep-dicts", deep_dicts(100_000), NOT_ARRAYS),
+        # Nesting without MARKs is not what max_depth counts; the endpoint's
+        # max_ops is what stops 200k levels.
+        H("deep-lists", deep_lists(200_000), LE, "max_ops"),
+        H("deep-dicts", deep_dicts(100_000), LE, "max_ops"),
+        H("deep-lists-under-op-limit", deep_lists(50_000), NOT_ARRAYS),
+        # 32 MiB of EMPTY_DICT would be 33 million dicts (2.6 GB): the
+        # endpoint's max_ops stops it after 200k.
+        H("empty-dict-bomb", b"\x80\x02(" + b"}" * (32 * 1024 * 1024 - 5) + b"l.", LE, "max_ops"),
+        H("empty-set-bomb", b"\x80\x04(" + b"\x8f" * (8 * 1024 * 1024) + b"l.", LE, "max_ops"),
         H("hash-flood-dict-setitems", hash_flood_dict(60_000, per_opcode=False), LE, "max_seconds"),
         H("hash-flood-dict-setitem", hash_flood_dict(200_000, per_opcode=True), LE, "max_seconds"),
         H("hash-flood-set", hash_flood_set(60_000), LE, "max_seconds"),
@@ -387,16 +435,9 @@ def own_hostile() -> list[Hostile]:
 def corpus_hostile() -> list[Hostile]:
     from tests.hostile_corpus import CASES
 
-    out = []
-    for case in CASES:
-        # Cases for a built-in policy and plain loads() arguments must get
-        # the same refusal from the numpy-only endpoint.
-        strict = isinstance(case.policy, str) and not case.kwargs and case.copyreg_extension is None
-        out.append(Hostile(
-            f"corpus-{case.name}", bytes(case.data),
-            case.expect.__name__ if strict else None, case.limit if strict else None,
-        ))
-    return out
+    # Written for other policies, limits and load() arguments: what this
+    # endpoint must answer comes from the oracle (see test_hostile_upload).
+    return [Hostile(f"corpus-{case.name}", bytes(case.data), None) for case in CASES]
 
 
 # ----------------------------------------------------------- raw HTTP/1.1 --
@@ -477,7 +518,8 @@ def check_after(server: Server, client: httpx.Client, mark: int) -> None:
 def test_healthz(server, client):
     doc = client.get("/healthz").json()
     assert doc["status"] == "ok" and doc["policy"] == "numpy-only"
-    assert doc["max_bytes"] == 32 * 1024 * 1024
+    assert doc["max_bytes"] == 32 * 1024 * 1024 and doc["max_seconds"] == 2.0
+    assert doc["max_alloc_bytes"] == 4 * doc["max_bytes"] and doc["max_ops"] == 200_000
 
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
@@ -521,20 +563,27 @@ HOSTILE = own_hostile() + corpus_hostile()
 
 
 @pytest.mark.parametrize("case", HOSTILE, ids=[case.name for case in HOSTILE])
-def test_hostile_upload(server, client, case):
+def test_hostile_upload(server, client, oracle, case):
     mark = len(server.audit_events())
     records_before = len(server.refusal_records())
     r = post(client, case.data)
     assert r.status_code in (413, 422), (r.status_code, r.text[:500])
     doc = check_problem(r.content, r.headers["content-type"], r.status_code, case.data)
     check_after(server, client, mark)
-    if case.error == NOT_ARRAYS:
+    # The answer is exactly what the endpoint's loader says in this process.
+    want = verdict(oracle, case.data)
+    if want.error is None:
         assert doc["type"] == "urn:example:upload-service:not-arrays", doc
+    else:
+        assert doc["type"].startswith("urn:safepickle:problem:"), doc
+        assert (doc["error"], doc.get("limit"), doc.get("rule")) == (want.error, want.limit, want.rule), doc
+        if want.where is not None:
+            assert (doc.get("offset"), doc.get("opcode")) == want.where, doc
+    # And, for our own cases, what we decided the endpoint must answer.
+    if case.error == NOT_ARRAYS:
+        assert want.error is None
     elif case.error is not None:
-        raised = getattr(safepickle, doc["error"], None) or getattr(safepickle.web, doc["error"])
-        assert issubclass(raised, getattr(safepickle, case.error)), doc
-        if case.limit is not None:
-            assert doc["limit"] == case.limit, doc
+        assert doc["error"] == case.error and doc.get("limit") == case.limit, doc
     if doc["type"].startswith("urn:safepickle:problem:"):
         # A refusal by safepickle: one structured log record, naming the body.
         new = server.refusal_records()[records_before:]
@@ -671,7 +720,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _load(server: Server, seconds: float) -> dict:
+async def _load(server: Server, seconds: float, benign_clients: int = 4, hostile_clients: int = 4) -> dict:
     rng = np.random.default_rng(11)
     benign = []
     for i, shape in enumerate([(8, 8), (128, 128), (64, 1024), (360, 360)]):
@@ -715,13 +764,16 @@ async def _load(server: Server, seconds: float) -> dict:
             else:
                 stats["hostile_accepted"].append((r.status_code, r.text[:200]))
 
-    await asyncio.gather(*(benign_client(n) for n in range(4)), *(hostile_client(n) for n in range(4)))
+    await asyncio.gather(
+        *(benign_client(n) for n in range(benign_clients)), *(hostile_client(n) for n in range(hostile_clients))
+    )
     return stats
 
 
 def test_bounded_load_half_hostile(server, client):
     mark = len(server.audit_events())
-    stats = asyncio.run(_load(server, LOAD_SECONDS))
+    bound = rss_bound(server.warm_rss, client.get("/healthz").json())
+    stats = asyncio.run(_load(server, LOAD_SECONDS, LOAD_CLIENTS // 2, LOAD_CLIENTS // 2))
     memory = server.memory()
     latency = stats["latency"]
     print(
@@ -731,10 +783,10 @@ def test_bounded_load_half_hostile(server, client):
         f"hostile refused={stats['hostile_refused']} reset={stats['hostile_reset']} "
         f"accepted={len(stats['hostile_accepted'])}; "
         f"server VmHWM={memory['VmHWM'] / 2**20:.0f}MiB VmRSS={memory['VmRSS'] / 2**20:.0f}MiB "
-        f"(bound {RSS_BOUND / 2**20:.0f}MiB)"
+        f"(bound {bound / 2**20:.0f}MiB, warm {server.warm_rss / 2**20:.0f}MiB)"
     )
     assert stats["benign_bad"] == []
     assert stats["benign_ok"] > 0 and stats["hostile_refused"] > 0
     assert stats["hostile_accepted"] == []
-    assert memory["VmHWM"] < RSS_BOUND
+    assert memory["VmHWM"] < bound
     check_after(server, client, mark)

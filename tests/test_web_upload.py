@@ -57,7 +57,26 @@ def test_narrowing_keeps_the_allowlist_of_an_extending_policy():
     assert np.array_equal(loader.loads(pickle.dumps(arr, protocol=5)), arr)
 
 
-@pytest.mark.parametrize("bad", [{"max_bytes": 0}, {"max_seconds": 0}, {"buffers": []}])
+def test_any_limit_can_be_lowered_never_raised():
+    base = safepickle.load_policy("numpy-only").runtime().limits
+    loader = UploadLoader(
+        "numpy-only", max_bytes=5000,
+        limits={"max_ops": 100, "max_input_bytes": 4000, "max_depth": base.max_depth * 10},
+    )
+    got = loader.policy.runtime().limits
+    assert (got.max_ops, got.max_input_bytes, got.max_depth) == (100, 4000, base.max_depth)
+    assert loader.limits == got and loader.max_bytes == 4000
+    with pytest.raises(LimitExceeded) as info:
+        loader.loads(pickle.dumps(list(range(200)), protocol=0))  # one APPEND per item
+    assert info.value.limit == "max_ops"
+    assert loader.loads(pickle.dumps(list(range(20)), protocol=0)) == list(range(20))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"max_bytes": 0}, {"max_seconds": 0}, {"buffers": []}, {"limits": {"max_opz": 5}},
+     {"limits": {"max_ops": -1}}, {"limits": {"max_ops": True}}],
+)
 def test_bad_arguments(bad):
     with pytest.raises((ValueError, TypeError)):
         UploadLoader("data-only", **bad)

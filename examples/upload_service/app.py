@@ -11,7 +11,9 @@ and send a pickle::
 
 ``POST /arrays`` loads the body under the ``numpy-only`` policy, at most
 ``UPLOAD_MAX_BYTES`` bytes (default 32 MiB) and ``UPLOAD_MAX_SECONDS`` seconds
-of loading (default 2).  The body may be one array (or NumPy scalar), or a
+of loading (default 2), with the policy's op and allocation limits lowered to
+what arrays of that size need: they bound the memory one request can take
+(body + allocations + objects), whatever the stream does.  The body may be one array (or NumPy scalar), or a
 list, tuple or str-keyed dict of them.  Refusals answer
 ``application/problem+json`` (413 too large, 422 refused or not arrays) and
 log one JSON line each on stderr (logger ``safepickle.web``).
@@ -31,11 +33,20 @@ from fastapi.responses import JSONResponse, Response
 
 from safepickle.web import LOGGER_NAME, JsonLineFormatter, Problem
 from safepickle.web.fastapi import PICKLE_MEDIA_TYPE, PickleUpload, install, problem_response
+from safepickle.web.upload import DEFAULT_WORKERS
 
 POLICY = "numpy-only"
 MAX_BYTES = int(os.environ.get("UPLOAD_MAX_BYTES", 32 * 1024 * 1024))
 MAX_SECONDS = float(os.environ.get("UPLOAD_MAX_SECONDS", 2.0))
 MAX_ARRAYS = 1024
+LIMITS = {
+    # Protocol 2 carries array data as a latin-1 str re-encoded to bytes:
+    # about 3x the body in payload allocations; 4x leaves room.
+    "max_alloc_bytes": 4 * MAX_BYTES,
+    # About 40 opcodes per array: room for MAX_ARRAYS several times over,
+    # and no room for millions of empty containers from a small body.
+    "max_ops": 200_000,
+}
 
 _PROBLEM_NOT_ARRAYS = "urn:example:upload-service:not-arrays"
 
@@ -53,7 +64,7 @@ def _configure_logging() -> None:
 
 _configure_logging()
 
-upload = PickleUpload(policy=POLICY, max_bytes=MAX_BYTES, max_seconds=MAX_SECONDS)
+upload = PickleUpload(policy=POLICY, max_bytes=MAX_BYTES, max_seconds=MAX_SECONDS, limits=LIMITS)
 
 app = FastAPI(title="safepickle upload service")
 install(app)
@@ -133,9 +144,13 @@ def post_arrays(obj: Annotated[Any, Depends(upload)]) -> Response:
 
 @app.get("/healthz")
 def healthz() -> dict[str, Any]:
+    limits = upload.loader.limits
     return {
         "status": "ok",
         "policy": POLICY,
-        "max_bytes": upload.loader.max_bytes,
-        "max_seconds": upload.loader.max_seconds,
+        "max_bytes": limits.max_input_bytes,
+        "max_seconds": limits.max_seconds,
+        "max_alloc_bytes": limits.max_alloc_bytes,
+        "max_ops": limits.max_ops,
+        "load_workers": DEFAULT_WORKERS,
     }

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from typing import Any, BinaryIO
 
 from .. import loads
-from ..policy import Policy, coerce_policy
+from ..policy import Limits, Policy, coerce_policy
 from .body import DEFAULT_CHUNK_SIZE, BodyBuffer
 
 __all__ = ["DEFAULT_WORKERS", "UploadLoader", "aload_upload", "default_executor", "load_upload"]
@@ -44,21 +44,27 @@ def default_executor() -> ThreadPoolExecutor:
         return _executor
 
 
-def _narrowed(policy: Any, max_bytes: int | None, max_seconds: float | None) -> Policy:
-    """``policy`` with ``max_input_bytes``/``max_seconds`` lowered to the given
-    values (kept when already lower, or when the value is None)."""
+def _narrowed(policy: Any, lower: Mapping[str, float]) -> Policy:
+    """``policy`` with each limit named in ``lower`` lowered to that value
+    (a limit already lower is kept: an endpoint never raises a limit)."""
     base = coerce_policy(policy)
-    limits = base.runtime().limits
+    unknown = sorted(set(lower) - set(Limits.model_fields))
+    if unknown:
+        raise ValueError(f"unknown limit(s) {', '.join(unknown)}; known: {', '.join(Limits.model_fields)}")
+    current = base.runtime().limits
     update: dict[str, Any] = {}
-    if max_bytes is not None and max_bytes < limits.max_input_bytes:
-        update["max_input_bytes"] = max_bytes
-    if max_seconds is not None and max_seconds < limits.max_seconds:
-        update["max_seconds"] = float(max_seconds)
+    for name, value in lower.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or value <= 0:
+            raise ValueError(f"limit {name} must be > 0, not {value!r}")
+        if value < getattr(current, name):
+            update[name] = float(value) if name == "max_seconds" else int(value)
     if not update:
         return base
     # Rebuild from the fields the policy set (not model_copy: that would carry
     # over the cached merged limits), so its parents are merged again and only
-    # the two limits change.
+    # these limits change.
     data = base.model_dump(exclude_unset=True)
     data["limits"] = {**data.get("limits", {}), **update}
     return Policy.model_validate(data)
@@ -68,8 +74,11 @@ class UploadLoader:
     """Reads and loads request bodies for one endpoint.
 
     ``policy``: anything :func:`safepickle.loads` accepts.  ``max_bytes`` /
-    ``max_seconds``: endpoint limits, applied by lowering the policy's own
-    (the smaller wins).  ``executor``: where async loads run (default: a
+    ``max_seconds``: endpoint limits, applied by lowering the policy's
+    ``max_input_bytes`` / ``max_seconds`` (the smaller wins); ``limits``
+    lowers any other field of :class:`safepickle.Limits` the same way (e.g.
+    ``{"max_ops": 200_000, "max_alloc_bytes": 128 << 20}``: in a server these
+    bound the memory and CPU one request can take).  ``executor``: where async loads run (default: a
     shared thread pool).  ``load_kwargs``: passed to :func:`safepickle.loads`
     (``fix_imports``, ``encoding``, ``errors``, ``pause_gc``).
 
@@ -92,21 +101,23 @@ class UploadLoader:
         *,
         max_bytes: int | None = None,
         max_seconds: float | None = None,
+        limits: Mapping[str, float] | None = None,
         executor: Executor | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         **load_kwargs: Any,
     ) -> None:
-        if max_bytes is not None and max_bytes <= 0:
-            raise ValueError("max_bytes must be > 0")
-        if max_seconds is not None and max_seconds <= 0:
-            raise ValueError("max_seconds must be > 0")
         if "buffers" in load_kwargs:
             raise TypeError("an HTTP body carries no out-of-band buffers")
         load_kwargs.setdefault("pause_gc", False)
-        self.policy = _narrowed(policy, max_bytes, max_seconds)
+        lower = dict(limits or {})
+        for name, value in (("max_input_bytes", max_bytes), ("max_seconds", max_seconds)):
+            if value is not None:
+                lower[name] = min(value, lower.get(name, value))
+        self.policy = _narrowed(policy, lower)
         limits = self.policy.runtime().limits
         self.max_bytes: int = limits.max_input_bytes
         self.max_seconds: float = limits.max_seconds
+        self.limits: Limits = limits
         self.chunk_size = chunk_size
         self._executor = executor
         self._load_kwargs = load_kwargs
@@ -145,11 +156,12 @@ def load_upload(
     content_length: str | bytes | int | None = None,
     max_bytes: int | None = None,
     max_seconds: float | None = None,
+    limits: Mapping[str, float] | None = None,
     **load_kwargs: Any,
 ) -> Any:
     """One-shot :meth:`UploadLoader.load`; build an :class:`UploadLoader`
     once per endpoint instead when it serves many requests."""
-    loader = UploadLoader(policy, max_bytes=max_bytes, max_seconds=max_seconds, **load_kwargs)
+    loader = UploadLoader(policy, max_bytes=max_bytes, max_seconds=max_seconds, limits=limits, **load_kwargs)
     return loader.load(fileobj, content_length)
 
 
@@ -160,9 +172,10 @@ async def aload_upload(
     content_length: str | bytes | int | None = None,
     max_bytes: int | None = None,
     max_seconds: float | None = None,
+    limits: Mapping[str, float] | None = None,
     **load_kwargs: Any,
 ) -> Any:
     """One-shot :meth:`UploadLoader.aload`; build an :class:`UploadLoader`
     once per endpoint instead when it serves many requests."""
-    loader = UploadLoader(policy, max_bytes=max_bytes, max_seconds=max_seconds, **load_kwargs)
+    loader = UploadLoader(policy, max_bytes=max_bytes, max_seconds=max_seconds, limits=limits, **load_kwargs)
     return await loader.aload(chunks, content_length)
