@@ -227,6 +227,15 @@ def test_dump_round_trips_through_json() -> None:
     assert again.runtime().limits.max_depth == 5
 
 
+def test_policies_hash_and_compare_by_value() -> None:
+    a = Policy.model_validate({"name": "p", "allow": ["a:b"], "extensions": {1: "a:b"}})
+    b = Policy.model_validate({"name": "p", "allow": ["a:b"], "extensions": {1: "a:b"}})
+    c = Policy.model_validate({"name": "p", "allow": ["a:c"]})
+    assert a == b and hash(a) == hash(b)
+    assert a != c
+    assert len({a, b, c, load_policy("stdlib")}) == 3
+
+
 def test_runtime_is_built_once_per_policy_object() -> None:
     policy = Policy.model_validate({"name": "p"})
     assert policy.runtime() is policy.runtime()

@@ -231,6 +231,10 @@ class Policy(BaseModel):
         self._parents = tuple(parents)
         return self
 
+    def __hash__(self) -> int:
+        # Frozen and compared by value; the mapping field needs help hashing.
+        return hash(self.model_dump_json())
+
     # -- merged view -------------------------------------------------------
 
     @property
