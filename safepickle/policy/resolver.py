@@ -242,7 +242,12 @@ class Runtime:
         if not verdict.allowed:
             raise ForbiddenGlobal(verdict.module, verdict.name, verdict.message, policy=self.name, rule=verdict.rule)
         obj = self._lookup(verdict)
-        self._second_gate(obj, verdict)
+        try:
+            self._second_gate(obj, verdict)
+        except ForbiddenGlobal:
+            raise
+        except Exception as exc:  # an object that cannot even be inspected is refused
+            raise self._refuse(verdict, "unresolvable", f"could not be checked: {exception_text(exc)}") from exc
         with self._lock:
             self._handed.setdefault(id(obj), obj)
             if id(obj) not in self._guards:
