@@ -30,7 +30,6 @@ import importlib
 import sys
 import threading
 import types
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,7 +160,9 @@ class Runtime:
         self._resolved: dict[tuple[str, str, int, bool], object] = {}
         self._handed: dict[int, object] = {}
         self._guards: dict[int, guards.CallGuard | None] = {}
-        self._admits: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+        # Types met by admits(); only types of objects that allowed callables
+        # returned reach it, so the table stays small.
+        self._admits: dict[type, bool] = {}
         self._deny_ids: dict[int, tuple[object, str]] = {}
         self._deny_scanned: set[str] = set()
 
@@ -458,18 +459,13 @@ class Runtime:
         ``builtins:float``...) only vouches for exactly that type, never for
         its subclasses.
         """
-        if isinstance(obj, _UNCALLABLE_KINDS):
-            return False
         cls = type(obj)
-        try:
-            return self._admits[cls]
-        except KeyError:
-            pass
-        except TypeError:
-            return False
-        verdict = self._admits_type(cls)
-        with self._lock:
-            self._admits[cls] = verdict
+        verdict = self._admits.get(cls)
+        if verdict is None:
+            # Everything below depends on the type only, so one answer per type.
+            verdict = not issubclass(cls, _UNCALLABLE_KINDS) and self._admits_type(cls)
+            with self._lock:
+                self._admits[cls] = verdict
         return verdict
 
     def _admits_type(self, cls: type) -> bool:
