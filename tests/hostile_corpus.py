@@ -574,6 +574,12 @@ for _mod, _name, _arg, _base in [
          f"{_mod}.{_name}(20k colliding ints) is one C call of seconds", at="REDUCE", limit="max_seconds",
          policy=policy("tight-time", _base, max_seconds=0.5), reaches=(_mod, _name))
 
+_TWO_HASHES = EMPTY_LIST + MARK + b"".join(long1(i * _M61 + i % 2) for i in range(9000)) + APPENDS
+case("hash-collide-call-two-hashes-p4", P4 + call(sgbl("builtins", "frozenset"), _TWO_HASHES) + STOP, LE,
+     "9000 keys hashing to 0 or 1 share one probe chain: a per-hash estimate sees half the cost",
+     at="REDUCE", limit="max_seconds", policy=policy("tight-time", max_seconds=0.5),
+     reaches=("builtins", "frozenset"))
+
 # -- uninitialized memory: NumPy allocates without zeroing -----------------
 
 case("numpy-reconstruct-uninitialized-p4",
