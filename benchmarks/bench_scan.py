@@ -16,7 +16,7 @@ Three measurements, each tool in the same process on the same files:
 picklescan and fickling are optional (``pip install picklescan fickling``, or
 the ``bench`` extra): a tool that is not installed is skipped and says so.
 
-    python3 benchmarks/bench_scan.py [--files 1000] [--records 1000000] [--array-mb 64] [--json out.json]
+    python3 benchmarks/bench_scan.py [--files 1000] [--rounds 3] [--records 1000000] [--array-mb 64] [--json out.json]
 """
 
 from __future__ import annotations
@@ -155,17 +155,21 @@ def _time(fn: Any, items: list[Any]) -> tuple[float, list[str]]:
 # -- the measurements ---------------------------------------------------------------------------
 
 
-def bench_many(tools: dict[str, Any], n: int, policy: str) -> dict[str, Any]:
+def bench_many(tools: dict[str, Any], n: int, policy: str, rounds: int = 3) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as d:
         paths = write_many(Path(d), n)
         all_tools = {"safepickle": _safepickle_tool(policy), **tools}
-        for name, (by_path, _b) in all_tools.items():
-            by_path(paths[0])  # warm up imports and caches
-            secs, verdicts = _time(by_path, paths)
-            refused = sum(v == "refuse" for v in verdicts)
-            results[name] = {"files": n, "seconds": round(secs, 4), "ms_per_file": round(1000 * secs / n, 4),
-                             "refused": refused, "errors": sum(v == "error" for v in verdicts)}
+        best: dict[str, float] = {}
+        for _round in range(rounds):  # tools take turns, so a busy machine hits them alike
+            for name, (by_path, _b) in all_tools.items():
+                by_path(paths[0])  # warm up imports and caches
+                secs, verdicts = _time(by_path, paths)
+                if secs < best.get(name, float("inf")):
+                    best[name] = secs
+                    results[name] = {"files": n, "seconds": round(secs, 4), "ms_per_file": round(1000 * secs / n, 4),
+                                     "refused": sum(v == "refuse" for v in verdicts),
+                                     "errors": sum(v == "error" for v in verdicts)}
     base = results["safepickle"]["ms_per_file"]
     for r in results.values():
         r["x_slower_than_safepickle"] = round(r["ms_per_file"] / base, 2) if base else None
@@ -243,13 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--array-mb", type=int, default=64)
     ap.add_argument("--policy", default="numpy-only")
     ap.add_argument("--json", default=None, help="write all figures to this file")
+    ap.add_argument("--rounds", type=int, default=3, help="many files: best of this many rounds per tool")
     ap.add_argument("--no-hostile", action="store_true")
     args = ap.parse_args(argv)
 
     tools = _tools()
     out: dict[str, Any] = {"python": sys.version.split()[0], "tools": ["safepickle", *tools]}
     print(f"== many files ({args.files}, policy {args.policy}) ==")
-    out["many_files"] = many = bench_many(tools, args.files, args.policy)
+    out["many_files"] = many = bench_many(tools, args.files, args.policy, args.rounds)
     for name, r in many.items():
         print(f"  {name:<11} {r['ms_per_file']:>9.3f} ms/file  ({r['x_slower_than_safepickle']}x safepickle)  "
               f"refused {r['refused']}, errors {r['errors']}")

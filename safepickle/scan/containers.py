@@ -38,6 +38,7 @@ import tarfile
 import zlib
 from typing import Any
 
+from ..vm.gcpause import GCPause
 from .formats import COMPRESSED, decompress, describe_bytes, npy_header, sniff
 from .report import GlobalRef, PickleReport, ScanReport, Violation
 from .static import Analysis, Judge, analyze
@@ -410,8 +411,11 @@ def scan_buffer(buf: Any, judge: Judge, *, source: str, visitor: Any = None) -> 
         report.format = "empty"
         report.violations.append(Violation("malformed", "", 0, None, "truncated", "the input is empty: no pickle"))
         return report
-    report.format = w.walk(buf, "", 0, True)
-    _collect(report, w.analyses)
+    # The simulated stack holds as many small containers as a load would:
+    # pausing the cyclic collector saves its repeated passes over them.
+    with GCPause():
+        report.format = w.walk(buf, "", 0, True)
+        _collect(report, w.analyses)
     return report
 
 

@@ -57,6 +57,8 @@ _BLOB_MIN = 16
 _CALL_WRAPPERS = frozenset({"copyreg:_reconstructor", "copyreg:__newobj__", "copyreg:__newobj_ex__"})
 _PAYLOAD_HEAD = {0x8C: 2, 0x58: 5, 0x8D: 9, 0x43: 2, 0x42: 5, 0x8E: 9, 0x96: 9, 0x54: 5, 0x55: 2}
 _BYTES_OPS = frozenset({0x43, 0x42, 0x8E, 0x96, 0x54, 0x55})
+# BININT1, BININT, BININT2, INT, LONG, LONG1, BINFLOAT, FLOAT
+_NUMBERS = frozenset({0x4B, 0x4A, 0x4D, 0x49, 0x4C, 0x8A, 0x47, 0x46})
 
 
 class Judge:
@@ -253,7 +255,9 @@ class _Walker:
                 if ops > max_ops:
                     self.limit("max_ops", offset, opc.name, f"more than {max_ops} opcodes")
 
-                if code == 0x8C or code == 0x58 or code == 0x8D or code == 0x56:
+                if code in _NUMBERS:  # the most frequent: the argument is the value
+                    stack.append(arg)
+                elif code == 0x8C or code == 0x58 or code == 0x8D or code == 0x56:
                     # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE
                     alloc += len(arg) if code == 0x56 else end - offset - _PAYLOAD_HEAD[code]
                     if alloc > max_alloc:
@@ -271,10 +275,6 @@ class _Walker:
                     if arg not in memo:
                         raise self.malformed(offset, opc.name, "memo-missing", f"Memo value not found at index {arg}")
                     stack.append(memo[arg])
-                elif code == 0x4B or code == 0x4A or code == 0x4D or code == 0x49 or code == 0x4C \
-                        or code == 0x8A or code == 0x47 or code == 0x46:
-                    # BININT1, BININT, BININT2, INT, LONG, LONG1, BINFLOAT, FLOAT
-                    stack.append(arg)
                 elif code == 0x8B:  # LONG4
                     alloc += end - offset
                     if alloc > max_alloc:
