@@ -50,6 +50,26 @@ _NEVER_MUTATED = (
 _CHUNK = 256
 
 
+def brief(obj: Any) -> str:
+    """A short rendering of a stream-controlled object for a message: never
+    its full ``repr`` (a deep or shared structure can make that exponential)."""
+    t = type(obj)
+    if t is str or t is bytes:
+        return repr(obj[:60]) + ("..." if len(obj) > 60 else "")
+    if t is int:
+        return repr(obj) if obj.bit_length() <= 128 else f"<int of {obj.bit_length()} bits>"
+    if t is bool or obj is None or t is float:
+        return repr(obj)
+    return f"<{getattr(t, '__qualname__', 'object')} object>"
+
+
+def brief_exception(e: BaseException) -> str:
+    """``Type: message`` of an exception, bounded, rendering no argument that
+    is not text (``KeyError(deep_tuple)`` must not repr the tuple)."""
+    parts = [a[:200] if type(a) is str else brief(a) for a in e.args[:3]]
+    return f"{type(e).__name__}: {'; '.join(parts)}" if parts else type(e).__name__
+
+
 def _describe(obj: Any) -> tuple[str, str]:
     t = type(obj)
     return getattr(t, "__module__", "?") or "?", getattr(t, "__qualname__", t.__name__)
@@ -148,8 +168,8 @@ class LoadContext:
     def persistent(self, pid: Any) -> Any:
         if not self.runtime.persistent_ids:
             raise ForbiddenGlobal(
-                "<persistent-id>", repr(pid)[:80],
-                f"persistent id {repr(pid)[:80]} refused: policy {self.policy_name!r} does not enable "
+                "<persistent-id>", brief(pid),
+                f"persistent id {brief(pid)} refused: policy {self.policy_name!r} does not enable "
                 "persistent ids (set persistent_ids = true and pass persistent_load=)",
                 policy=self.policy_name, rule="persistent-id")
         if self.persistent_load is None:
@@ -207,8 +227,11 @@ class LoadContext:
         except RecursionError:
             raise LimitExceeded("max_depth", "RecursionError", message=f"{what} recursed too deep") from None
         except Exception as e:  # an allowed callable refusing hostile arguments
-            raise CallFailed(f"{what} raised {type(e).__name__}: {str(e)[:200]}", rule="call-raised") from e
+            raise CallFailed(f"{what} raised {brief_exception(e)}", rule="call-raised") from e
         self.created[id(result)] = result
+        # An allowed call can take long on hostile arguments (keys with
+        # colliding hashes inside a constructor): look at the clock after each.
+        self.check_deadline()
         return result
 
     def call(self, func: Any, args: Any) -> Any:
@@ -305,7 +328,7 @@ class LoadContext:
             for k, v in slotstate.items():
                 if type(k) is not str or (k.startswith("__") and k.endswith("__")):
                     raise ForbiddenGlobal(_describe(inst)[0], _describe(inst)[1],
-                                          f"BUILD slot state may not set attribute {str(k)[:40]!r}",
+                                          f"BUILD slot state may not set attribute {brief(k)}",
                                           policy=self.policy_name, rule="build-attribute")
                 self._guarded(setattr, (inst, k, v), None, "setattr")
 
@@ -365,7 +388,7 @@ class LoadContext:
         except StopIteration:
             raise MalformedPickle("not enough out-of-band buffers", rule="out-of-band") from None
         except Exception as e:  # the caller's own iterable failed
-            raise CallFailed(f"the buffers iterable raised {type(e).__name__}: {e}", rule="out-of-band") from e
+            raise CallFailed(f"the buffers iterable raised {brief_exception(e)}", rule="out-of-band") from e
 
     def readonly(self, buf: Any) -> Any:
         try:
@@ -384,7 +407,8 @@ class LoadContext:
         try:
             return raw.decode(self.encoding, self.errors)
         except (UnicodeDecodeError, LookupError) as e:
-            raise MalformedPickle(f"py2 string could not be decoded with encoding={self.encoding!r}: {e}",
+            raise MalformedPickle(f"py2 string could not be decoded with encoding={self.encoding!r}: "
+                                  f"{brief_exception(e)}",
                                   rule="bad-argument") from None
 
 
@@ -404,8 +428,10 @@ def fill_dict(ctx: LoadContext, d: dict, items: list, start: int) -> None:
             for i in range(chunk, min(chunk + 2 * _CHUNK, stop), 2):
                 d[items[i]] = items[i + 1]
             ctx.check_deadline()
-    except TypeError as e:
-        raise MalformedPickle(f"unhashable dict key: {e}", rule="bad-argument") from None
+    except SafePickleError:
+        raise
+    except Exception as e:  # unhashable key, or a key type's own __hash__/__eq__ failing
+        raise MalformedPickle(f"dict key refused: {brief_exception(e)}", rule="bad-argument") from None
 
 
 def fill_set(ctx: LoadContext, s: set, items: list) -> None:
@@ -419,8 +445,10 @@ def fill_set(ctx: LoadContext, s: set, items: list) -> None:
         for i in range(0, len(items), _CHUNK):
             s.update(items[i:i + _CHUNK])
             ctx.check_deadline()
-    except TypeError as e:
-        raise MalformedPickle(f"unhashable set item: {e}", rule="bad-argument") from None
+    except SafePickleError:
+        raise
+    except Exception as e:
+        raise MalformedPickle(f"set item refused: {brief_exception(e)}", rule="bad-argument") from None
 
 
 def _qualname(obj: Any) -> str:

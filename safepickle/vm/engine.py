@@ -31,7 +31,7 @@ from typing import Any
 from ..codec.opcodes import BY_NAME, NAMES
 from ..codec.readers import BadArgument, Truncated
 from ..errors import InternalError, LimitExceeded, MalformedPickle, SafePickleError
-from .actions import LoadContext, fill_dict, fill_set
+from .actions import LoadContext, brief_exception, fill_dict, fill_set
 
 __all__ = ["run", "CHECK_EVERY"]
 
@@ -611,5 +611,5 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
         raise LimitExceeded("max_depth", "RecursionError", message="the load recursed too deep",
                             offset=base + op_start, opcode=NAMES[code] if code >= 0 else None) from None
     except Exception as e:
-        raise InternalError(f"internal error in the VM: {type(e).__name__}: {e}", offset=base + op_start,
+        raise InternalError(f"internal error in the VM: {brief_exception(e)}", offset=base + op_start,
                             opcode=NAMES[code] if code >= 0 else None, rule="internal") from e
