@@ -328,3 +328,14 @@ def test_int_two_characters_worth_zero_or_one_are_bools():
         data = b"I" + text + b"\n."
         got = safepickle.loads(data)
         assert got == pickle.loads(data) and type(got) is bool
+
+
+def test_readonly_buffer_only_on_buffers():
+    # READONLY_BUFFER on a bytearray built in-band is fine (CPython makes a view)
+    data = b"\x80\x05\x96\x02\x00\x00\x00\x00\x00\x00\x00ab\x98."
+    assert bytes(safepickle.loads(data)) == b"ab"
+    # on an object an allowed call built (a set) it is refused
+    data = b"\x80\x05cbuiltins\nset\n)R\x98."
+    with pytest.raises(ForbiddenGlobal) as info:
+        safepickle.loads(data)
+    assert info.value.rule == "readonly-target"

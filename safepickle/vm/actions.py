@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 import types
+from pickle import PickleBuffer
 from typing import Any
 
 from ..errors import (
@@ -99,6 +100,7 @@ class LoadContext:
         "max_seconds",
         "started",
         "trace",
+        "out_of_band",
     )
 
     def __init__(
@@ -130,6 +132,7 @@ class LoadContext:
         self.started = time.monotonic()
         self.deadline = self.started + limits.max_seconds
         self.trace = trace
+        self.out_of_band: dict[int, Any] = {}
 
     # -- limits -------------------------------------------------------------
 
@@ -384,13 +387,23 @@ class LoadContext:
             raise MalformedPickle("pickle stream refers to out-of-band data but no buffers argument was given",
                                   rule="out-of-band")
         try:
-            return next(self.buffers)
+            buf = next(self.buffers)
+            self.out_of_band[id(buf)] = buf
+            return buf
         except StopIteration:
             raise MalformedPickle("not enough out-of-band buffers", rule="out-of-band") from None
         except Exception as e:  # the caller's own iterable failed
             raise CallFailed(f"the buffers iterable raised {brief_exception(e)}", rule="out-of-band") from e
 
     def readonly(self, buf: Any) -> Any:
+        """READONLY_BUFFER: a read-only view of an out-of-band buffer (or of
+        plain bytes-like data).  Never of an object an allowed call built: a
+        later BUILD could free the memory under the view."""
+        if self.out_of_band.get(id(buf)) is not buf and type(buf) not in (bytes, bytearray, PickleBuffer):
+            module, name = _describe(buf)
+            raise ForbiddenGlobal(module, name, f"READONLY_BUFFER on a {module}.{name} object: only out-of-band "
+                                  "buffers and plain bytes-like data may be made read-only",
+                                  policy=self.policy_name, rule="readonly-target")
         try:
             with memoryview(buf) as m:
                 if m.readonly:
