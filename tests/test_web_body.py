@@ -8,7 +8,7 @@ import io
 import pytest
 
 from safepickle import LimitExceeded, SafePickleError
-from safepickle.web import BadContentLength, BodyBuffer, IncompleteBody, parse_content_length
+from safepickle.web import BadContentLength, BodyBuffer, BodyTimeout, IncompleteBody, parse_content_length
 
 
 class CountingReader(io.RawIOBase):
@@ -176,3 +176,27 @@ def test_afill_closes_the_source_on_refusal():
 
     asyncio.run(main())
     assert closed == [True]
+
+
+def test_afill_timeout_on_a_stalled_body():
+    async def stalled():
+        yield b"a" * 10
+        await asyncio.Event().wait()  # the client stops sending
+        yield b"never"
+
+    async def main():
+        buf = BodyBuffer(100, 50)
+        with pytest.raises(BodyTimeout) as info:
+            await buf.afill(stalled(), timeout=0.05)
+        return buf, info.value
+
+    buf, exc = asyncio.run(main())
+    assert (exc.received, exc.timeout, exc.status, exc.rule) == (10, 0.05, 408, "http.body_timeout")
+    assert buf.size == 10 and not buf.complete
+
+
+def test_afill_timeout_not_hit_by_a_complete_body():
+    async def main():
+        return await BodyBuffer(100).afill(agen([b"abc"]), timeout=30)
+
+    assert asyncio.run(main()) == b"abc"

@@ -45,6 +45,7 @@ PICKLE = "application/x-python-pickle"
 HTTP_TIMEOUT = 120.0  # a hang guard, not a timing assertion
 LOAD_SECONDS = float(os.environ.get("SAFEPICKLE_WEB_LOAD_SECONDS", "20"))
 LOAD_CLIENTS = 8
+BODY_TIMEOUT = 5.0
 # A ceiling on the memory one opcode can make the VM build outside the
 # allocations it charges to max_alloc_bytes (an empty set, 216 bytes, is the
 # largest object one byte of opcode makes; plus its stack or memo slot).
@@ -202,6 +203,7 @@ def _start(tmp: Path) -> Server:
     env["SAFEPICKLE_TEST_AUDIT_LOG"] = str(audit_path)
     env.pop("UPLOAD_MAX_BYTES", None)
     env.pop("UPLOAD_MAX_SECONDS", None)
+    env["UPLOAD_BODY_TIMEOUT"] = str(BODY_TIMEOUT)  # the default 60 s, shortened for the test
     for _attempt in range(3):
         port = free_port()
         log = open(log_path, "ab")  # noqa: SIM115 - owned by the subprocess
@@ -520,6 +522,7 @@ def test_healthz(server, client):
     assert doc["status"] == "ok" and doc["policy"] == "numpy-only"
     assert doc["max_bytes"] == 32 * 1024 * 1024 and doc["max_seconds"] == 2.0
     assert doc["max_alloc_bytes"] == 4 * doc["max_bytes"] and doc["max_ops"] == 200_000
+    assert doc["body_timeout"] == BODY_TIMEOUT
 
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
@@ -712,6 +715,34 @@ def test_body_stops_mid_stream(server, client):
     assert rec["sha256"] == hashlib.sha256(data[:5000]).hexdigest()
 
 
+def test_stalled_body_is_408_and_does_not_block_others(server, client):
+    mark = len(server.audit_events())
+    records_before = len(server.refusal_records())
+    data = pickle.dumps(np.arange(10_000.0), protocol=5)
+    result: dict = {}
+
+    def stall():
+        # Half the body, then nothing: the connection stays open.
+        result["got"] = raw_exchange(server.port, request_head(len(data)), [data[:5000]])
+
+    staller = threading.Thread(target=stall)
+    staller.start()
+    answered_during_stall = 0
+    while staller.is_alive():
+        r = post(client, pickle.dumps(np.arange(3), protocol=5))
+        assert r.status_code == 200
+        answered_during_stall += staller.is_alive()
+    staller.join()
+    assert answered_during_stall > 0
+    status, headers, response, _ = result["got"]
+    assert status == 408
+    doc = check_problem(response, headers["content-type"], 408, data)
+    assert (doc["error"], doc["received"], doc["timeout"]) == ("BodyTimeout", 5000, BODY_TIMEOUT)
+    [rec] = server.refusal_records()[records_before:]
+    assert rec["status"] == 408 and rec["body_bytes"] == 5000 and rec["body_complete"] is False
+    check_after(server, client, mark)
+
+
 # --------------------------------------------------------------- the load --
 
 
@@ -757,7 +788,7 @@ async def _load(server: Server, seconds: float, benign_clients: int = 4, hostile
                 except httpx.TransportError:
                     stats["hostile_reset"] += 1
                     continue
-            if r.status_code in (413, 422) and r.headers["content-type"].startswith(
+            if r.status_code in (408, 413, 422) and r.headers["content-type"].startswith(
                 "application/problem+json"
             ):
                 stats["hostile_refused"] += 1

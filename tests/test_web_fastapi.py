@@ -35,10 +35,10 @@ class RecordingExecutor(ThreadPoolExecutor):
         return super().submit(fn, *args, **kwargs)
 
 
-def make_app(executor=None, **kw: Any) -> FastAPI:
+def make_app(executor=None, body_timeout=None, **kw: Any) -> FastAPI:
     app = FastAPI()
     install(app)
-    loader = UploadLoader("data-only", max_bytes=LIMIT, executor=executor)
+    loader = UploadLoader("data-only", max_bytes=LIMIT, executor=executor, body_timeout=body_timeout)
     dep = PickleUpload(loader=loader, **kw)
 
     @app.post("/load/{name}")
@@ -57,8 +57,12 @@ def scope(headers: dict[str, str]) -> dict:
     }
 
 
-def call(app, headers: dict[str, str], messages: list[dict]) -> tuple[int, dict, dict, int]:
-    """Run one request; returns (status, headers, JSON body, receive calls)."""
+def call(
+    app, headers: dict[str, str], messages: list[dict], *, then_stall: bool = False
+) -> tuple[int, dict, dict, int]:
+    """Run one request; returns (status, headers, JSON body, receive calls).
+    After ``messages`` the client disconnects, or with ``then_stall`` sends
+    nothing more and stays connected."""
     pending = list(messages)
     calls = 0
     sent: list[dict] = []
@@ -68,6 +72,8 @@ def call(app, headers: dict[str, str], messages: list[dict]) -> tuple[int, dict,
         calls += 1
         if pending:
             return pending.pop(0)
+        if then_stall:
+            await asyncio.Event().wait()
         return {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
@@ -163,6 +169,17 @@ def test_client_disconnect_mid_body(caplog):
     assert (doc["received"], doc["declared"]) == (200, 300)
     [rec] = [r.safepickle for r in caplog.records]
     assert rec["body_bytes"] == 200 and rec["body_complete"] is False
+
+
+def test_stalled_body_is_408(caplog):
+    app = make_app(body_timeout=0.1)
+    messages = body_messages(b"s" * 300, size=100)[:1]
+    with caplog.at_level(logging.WARNING, logger="safepickle.web"):
+        status, hdrs, doc, _ = call(app, {**PICKLE_HEADERS, "content-length": "300"}, messages, then_stall=True)
+    assert status == 408 and hdrs["content-type"] == "application/problem+json"
+    assert (doc["error"], doc["received"], doc["timeout"]) == ("BodyTimeout", 100, 0.1)
+    [rec] = [r.safepickle for r in caplog.records]
+    assert rec["status"] == 408 and rec["body_bytes"] == 100 and rec["body_complete"] is False
 
 
 @pytest.mark.parametrize(

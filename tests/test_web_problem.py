@@ -10,6 +10,7 @@ import pytest
 from safepickle import CallFailed, ForbiddenGlobal, LimitExceeded, MalformedPickle, SafePickleError
 from safepickle.web import (
     BadContentLength,
+    BodyTimeout,
     IncompleteBody,
     JsonLineFormatter,
     UnsupportedMediaType,
@@ -46,6 +47,7 @@ def forbidden(module="os", name="system"):
          "unsupported-media-type"),
         (BadContentLength("Content-Length is not a decimal number"), 400, "bad-content-length"),
         (IncompleteBody(10, 100), 400, "incomplete-body"),
+        (BodyTimeout(10, 2.5), 408, "body-timeout"),
     ],
 )
 def test_status_and_document(exc, status, kind):

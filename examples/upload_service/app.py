@@ -38,6 +38,9 @@ from safepickle.web.upload import DEFAULT_WORKERS
 POLICY = "numpy-only"
 MAX_BYTES = int(os.environ.get("UPLOAD_MAX_BYTES", 32 * 1024 * 1024))
 MAX_SECONDS = float(os.environ.get("UPLOAD_MAX_SECONDS", 2.0))
+# A whole body within this time (32 MiB in 60 s needs about 4.5 Mbit/s), so a
+# client trickling bytes cannot hold a connection and its buffer forever.
+BODY_TIMEOUT = float(os.environ.get("UPLOAD_BODY_TIMEOUT", 60.0))
 MAX_ARRAYS = 1024
 LIMITS = {
     # Protocol 2 carries array data as a latin-1 str re-encoded to bytes:
@@ -64,7 +67,9 @@ def _configure_logging() -> None:
 
 _configure_logging()
 
-upload = PickleUpload(policy=POLICY, max_bytes=MAX_BYTES, max_seconds=MAX_SECONDS, limits=LIMITS)
+upload = PickleUpload(
+    policy=POLICY, max_bytes=MAX_BYTES, max_seconds=MAX_SECONDS, limits=LIMITS, body_timeout=BODY_TIMEOUT
+)
 
 app = FastAPI(title="safepickle upload service")
 install(app)
@@ -152,5 +157,6 @@ def healthz() -> dict[str, Any]:
         "max_seconds": limits.max_seconds,
         "max_alloc_bytes": limits.max_alloc_bytes,
         "max_ops": limits.max_ops,
+        "body_timeout": upload.loader.body_timeout,
         "load_workers": DEFAULT_WORKERS,
     }

@@ -10,13 +10,13 @@ which is imported only when you import it.
   worker thread.  :func:`load_upload` / :func:`aload_upload` are one-shot forms.
 - :func:`problem_for` maps any :class:`~safepickle.SafePickleError` to an
   HTTP status (413 input size, 422 forbidden global / malformed / other
-  refusals, 400/415 for HTTP framing) and an RFC 9457 problem document.
+  refusals, 400/408/415 for HTTP framing) and an RFC 9457 problem document.
 - :func:`refusal_record` / :func:`log_refusal` emit one structured WARNING
   per refusal on the ``safepickle.web`` logger.
 """
 
 from .body import BodyBuffer, parse_content_length
-from .errors import BadContentLength, IncompleteBody, UnsupportedMediaType, UploadRefused
+from .errors import BadContentLength, BodyTimeout, IncompleteBody, UnsupportedMediaType, UploadRefused
 from .problem import MEDIA_TYPE, Problem, clean_text, problem_for, status_for
 from .refusal_log import LOGGER_NAME, JsonLineFormatter, log_refusal, refusal_record
 from .upload import UploadLoader, aload_upload, default_executor, load_upload
@@ -26,6 +26,7 @@ __all__ = [
     "MEDIA_TYPE",
     "BadContentLength",
     "BodyBuffer",
+    "BodyTimeout",
     "IncompleteBody",
     "JsonLineFormatter",
     "Problem",

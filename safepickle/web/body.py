@@ -12,12 +12,13 @@ bytes, e.g. Starlette's ``request.stream()``) drive it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterable
 from typing import BinaryIO
 
 from ..errors import LimitExceeded
-from .errors import BadContentLength, IncompleteBody
+from .errors import BadContentLength, BodyTimeout, IncompleteBody
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "BodyBuffer", "parse_content_length"]
 
@@ -125,16 +126,21 @@ class BodyBuffer:
             self.feed(chunk)
         return self.finish()
 
-    async def afill(self, chunks: AsyncIterable[bytes]) -> bytearray:
+    async def afill(self, chunks: AsyncIterable[bytes], timeout: float | None = None) -> bytearray:
         """Read the body from an async iterable of chunks and finish.
 
         The source decides the chunk size; each chunk is checked before it is
-        stored, and iteration stops at the first refusal.
+        stored, and iteration stops at the first refusal.  With ``timeout``
+        (seconds for the whole body) a body still incomplete by then raises
+        :class:`BodyTimeout`.
         """
         try:
-            async for chunk in chunks:
-                if chunk:
-                    self.feed(chunk)
+            async with asyncio.timeout(timeout):
+                async for chunk in chunks:
+                    if chunk:
+                        self.feed(chunk)
+        except TimeoutError:
+            raise BodyTimeout(self.size, timeout or 0.0) from None
         finally:
             # Stop the source at once instead of leaving it to the GC.
             aclose = getattr(chunks, "aclose", None)

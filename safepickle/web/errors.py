@@ -55,3 +55,17 @@ class IncompleteBody(UploadRefused):
         super().__init__(
             f"request body ended after {received}{expected} bytes", rule="http.incomplete_body"
         )
+
+
+class BodyTimeout(UploadRefused):
+    """The body did not arrive completely within the endpoint's
+    ``body_timeout`` (a client trickling bytes to hold a connection)."""
+
+    status = 408
+
+    def __init__(self, received: int, timeout: float) -> None:
+        self.received = received
+        self.timeout = timeout
+        super().__init__(
+            f"request body not complete after {timeout} seconds ({received} bytes)", rule="http.body_timeout"
+        )

@@ -7,7 +7,7 @@
 
     app = FastAPI()
     install(app)                      # refusals -> application/problem+json
-    arrays = PickleUpload(policy="numpy-only", max_bytes=32 << 20, max_seconds=2.0)
+    arrays = PickleUpload(policy="numpy-only", max_bytes=32 << 20, max_seconds=2.0, body_timeout=60)
 
     @app.post("/arrays")
     def post_arrays(obj=Depends(arrays)): ...
@@ -101,7 +101,7 @@ class PickleUpload:
         try:
             body = self.loader.body(request.headers.get("content-length"))
             try:
-                data = await body.afill(request.stream())
+                data = await body.afill(request.stream(), self.loader.body_timeout)
             except ClientDisconnect:
                 raise IncompleteBody(body.size, body.declared) from None
             return await self.loader.aloads(data)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ForbiddenGlobal, LimitExceeded, MalformedPickle, SafePickleError
-from .errors import BadContentLength, IncompleteBody, UnsupportedMediaType, UploadRefused
+from .errors import BadContentLength, BodyTimeout, IncompleteBody, UnsupportedMediaType, UploadRefused
 
 __all__ = [
     "DEFAULT_TYPE_BASE",
@@ -81,7 +81,8 @@ class Problem:
 
 
 def status_for(exc: SafePickleError) -> int:
-    """413 for input size; the framing status for an HTTP-level refusal;
+    """413 for input size; the framing status for an HTTP-level refusal
+    (400 bad or short body, 408 body too slow, 415 media type);
     422 for a forbidden global, a malformed stream and every other refusal."""
     if isinstance(exc, LimitExceeded) and exc.limit == "max_input_bytes":
         return 413
@@ -161,6 +162,11 @@ def problem_for(exc: SafePickleError, *, type_base: str = DEFAULT_TYPE_BASE) -> 
             ext["declared"] = exc.declared
         kind, title = "incomplete-body", "Incomplete request body"
         detail = "The request body ended before the length it declared."
+    elif isinstance(exc, BodyTimeout):
+        ext["received"] = exc.received
+        ext["timeout"] = exc.timeout
+        kind, title = "body-timeout", "Request body too slow"
+        detail = f"The request body was not complete within {exc.timeout} seconds."
     elif isinstance(exc, BadContentLength):
         kind, title = "bad-content-length", "Bad Content-Length"
         detail = "The Content-Length header is invalid or disagrees with the body."

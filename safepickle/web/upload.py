@@ -78,7 +78,10 @@ class UploadLoader:
     ``max_input_bytes`` / ``max_seconds`` (the smaller wins); ``limits``
     lowers any other field of :class:`safepickle.Limits` the same way (e.g.
     ``{"max_ops": 200_000, "max_alloc_bytes": 128 << 20}``: in a server these
-    bound the memory and CPU one request can take).  ``executor``: where async loads run (default: a
+    bound the memory and CPU one request can take).  ``body_timeout``:
+    seconds the async readers allow for a whole body (None: no limit; the
+    server's own timeouts apply, and uvicorn has none for a slow body).
+    ``executor``: where async loads run (default: a
     shared thread pool).  ``load_kwargs``: passed to :func:`safepickle.loads`
     (``fix_imports``, ``encoding``, ``errors``, ``pause_gc``).
 
@@ -102,10 +105,13 @@ class UploadLoader:
         max_bytes: int | None = None,
         max_seconds: float | None = None,
         limits: Mapping[str, float] | None = None,
+        body_timeout: float | None = None,
         executor: Executor | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         **load_kwargs: Any,
     ) -> None:
+        if body_timeout is not None and body_timeout <= 0:
+            raise ValueError("body_timeout must be > 0")
         if "buffers" in load_kwargs:
             raise TypeError("an HTTP body carries no out-of-band buffers")
         load_kwargs.setdefault("pause_gc", False)
@@ -119,6 +125,7 @@ class UploadLoader:
         self.max_seconds: float = limits.max_seconds
         self.limits: Limits = limits
         self.chunk_size = chunk_size
+        self.body_timeout = body_timeout
         self._executor = executor
         self._load_kwargs = load_kwargs
 
@@ -146,7 +153,7 @@ class UploadLoader:
     ) -> Any:
         """Read a body from an async iterable of chunks (e.g. Starlette's
         ``request.stream()``) and load it in a worker thread."""
-        return await self.aloads(await self.body(content_length).afill(chunks))
+        return await self.aloads(await self.body(content_length).afill(chunks, self.body_timeout))
 
 
 def load_upload(
