@@ -28,6 +28,7 @@ from .findings import write_artifacts
 from .minimize import minimize
 from .oracles import Checker
 from .policyspec import FUZZ_CAPS, prepare
+from .runner import call_setup
 from .sources import GrammarSource
 
 __all__ = ["case_from_input", "main"]
@@ -42,7 +43,35 @@ def case_from_input(data: bytes, grammar: GrammarSource) -> FuzzCase:
     return FuzzCase(data=data, origin="atheris:bytes")
 
 
-def main(argv: list[str] | None = None) -> None:
+#: Bootstrap for a fresh interpreter: instrument safepickle's modules as they
+#: are imported (instrumenting everything already loaded, NumPy and
+#: hypothesis included, takes minutes), then run :func:`main`.
+BOOT = (
+    "import sys, atheris\n"
+    "with atheris.instrument_imports(include=['safepickle']):\n"
+    "    from safepickle.fuzzing.atheris_main import import_all\n"
+    "    import_all()\n"
+    "from safepickle.fuzzing.atheris_main import main\n"
+    "main(sys.argv[1:], instrumented=True)\n"
+)
+
+
+def import_all() -> None:
+    """Import every safepickle module a load, a scan or the oracles use (under
+    ``instrument_imports`` they get coverage counters)."""
+    import importlib
+    import pkgutil
+
+    import safepickle
+
+    for info in pkgutil.walk_packages(safepickle.__path__, "safepickle."):
+        if info.name.endswith("__main__") or info.name.startswith(
+                ("safepickle.web", "safepickle.cli", "safepickle._policies")):
+            continue
+        importlib.import_module(info.name)
+
+
+def main(argv: list[str] | None = None, instrumented: bool = False) -> None:
     import atheris
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -57,7 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-differential", action="store_true")
     ap.add_argument("--no-minimize", action="store_true")
     ap.add_argument("--keep-limits", action="store_true")
+    ap.add_argument("--setup", default=None)
     opts = ap.parse_args(ours)
+    call_setup(opts.setup)
 
     put = prepare(opts.policy, None if opts.keep_limits else FUZZ_CAPS)
     grammar = GrammarSource(put, 0)
@@ -78,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
                                    extra={"generator": "atheris"})
             print(f"FINDING {put.label}: {finding.summary()}\n  -> {path}", file=sys.stderr, flush=True)
 
-    atheris.instrument_all()
+    if not instrumented:
+        atheris.instrument_all()
     atheris.Setup([sys.argv[0], *libfuzzer], one_input)
     atheris.Fuzz()
 

@@ -62,10 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--in-process", action="store_true",
                      help="run in this process (a crashing stream then ends the run)")
     run.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
+    run.add_argument("--setup", metavar="MODULE:FUNCTION",
+                     help="called in each fuzzing process before the first case (import or register your classes)")
     rep = sub.add_parser("replay", help="re-run every oracle on a reproducer (.json report or .pickle)")
     rep.add_argument("file")
     rep.add_argument("--policy", metavar="NAME|FILE", help="override the policy recorded in the report")
     rep.add_argument("--no-differential", action="store_true")
+    rep.add_argument("--setup", metavar="MODULE:FUNCTION", help="called before replaying (see run --setup)")
     cor = sub.add_parser("corpus", help="(re)write the seed corpus")
     cor.add_argument("--out", default="fuzz/corpus", metavar="DIR")
     cor.add_argument("--no-hostile", action="store_true", help="only the sample pickles")
@@ -132,7 +135,7 @@ def _run(opts: argparse.Namespace, err: TextIO) -> int:
         policies=policies, generators=in_proc, examples=opts.examples, seed=opts.seed, corpus=opts.corpus,
         artifacts=opts.artifacts, differential=not opts.no_differential, minimize=not opts.no_minimize,
         minimize_seconds=opts.minimize_seconds, keep_limits=opts.keep_limits, isolate=not opts.in_process,
-        progress=None if opts.quiet else err,
+        progress=None if opts.quiet else err, setup=opts.setup,
         seconds=None if seconds is None else seconds * len(policies) * len(in_proc) / max(1, n_slots),
     )
     print(f"fuzzing {', '.join(map(str, policies))} with {', '.join(gens)} "
@@ -168,14 +171,17 @@ def _atheris_slot(policy: Any, opts: argparse.Namespace, seconds: float | None, 
            "-timeout=60", "-print_final_stats=1"]
     lib.append(f"-runs={runs}" if runs else f"-max_total_time={max(1, int(seconds or 60))}")
     ours = ["--policy", str(policy), "--artifacts", str(artifacts)]
+    if opts.setup:
+        ours += ["--setup", opts.setup]
     if opts.no_differential:
         ours.append("--no-differential")
     if opts.no_minimize:
         ours.append("--no-minimize")
     if opts.keep_limits:
         ours.append("--keep-limits")
-    cmd = [sys.executable, "-c", "import sys; from safepickle.fuzzing.atheris_main import main; main(sys.argv[1:])",
-           *ours, "--", *lib, work, *corpora]
+    from .atheris_main import BOOT
+
+    cmd = [sys.executable, "-c", BOOT, *ours, "--", *lib, work, *corpora]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, env=_child_env(), stdout=err, stderr=subprocess.PIPE, text=True)
     slot.seconds = time.monotonic() - t0
@@ -222,6 +228,9 @@ def _replay(opts: argparse.Namespace) -> int:
 
     if not Path(opts.file).exists():
         raise _Usage(f"{opts.file}: no such file")
+    from .runner import call_setup
+
+    call_setup(opts.setup)
     return replay(opts.file, policy=opts.policy, differential=not opts.no_differential)
 
 

@@ -9,7 +9,8 @@ protocol in force at each global opcode is read from the stream with the
 codec's decoder (calls happen in stream order).
 
 Streams that reference no global at all cannot make CPython run anything, so
-they are unpickled in-process (:func:`load_in_process`).  Every other stream
+small ones with small memo indices are unpickled in-process
+(:func:`in_process_safe`, :func:`load_in_process`).  Every other stream
 goes to a worker process (:class:`CPythonWorker`) whose address space is
 capped with ``RLIMIT_AS`` and whose every load has a deadline: a hostile
 stream can exhaust the worker, never the fuzzer.  A worker that dies or hangs
@@ -44,7 +45,7 @@ __all__ = [
     "RestrictedUnpickler",
     "Outcome",
     "global_protocols",
-    "has_globals",
+    "in_process_safe",
     "load_in_process",
     "restricted_load",
 ]
@@ -78,17 +79,26 @@ def global_protocols(data: bytes) -> list[int]:
     return protos
 
 
-def has_globals(data: bytes) -> bool | None:
-    """False when the whole stream decodes to STOP without any opcode that
-    references a global (safe to unpickle in-process); True when it has one;
-    None when the decoder refuses the stream (CPython may read further)."""
+#: Memo indices up to this are harmless to CPython (its memo is an array
+#: grown to the highest index put: LONG_BINPUT 0x7fffffff costs it 16 GiB).
+SAFE_MEMO_INDEX = 1 << 16
+_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def in_process_safe(data: bytes) -> bool:
+    """True when CPython's unpickler can read ``data`` in this process without
+    risk: the whole stream decodes to STOP (so CPython reads the same
+    opcodes), no opcode references a global (nothing gets imported or
+    called), and no memo index is large (CPython allocates the memo up to
+    it).  Everything else goes to the capped worker."""
     try:
         for op in decode(data):
-            if op.opcode.name in GLOBAL_OPS:
-                return True
+            name = op.opcode.name
+            if name in GLOBAL_OPS or (name in _PUTS and op.arg >= SAFE_MEMO_INDEX):
+                return False
     except MalformedPickle:
-        return None
-    return False
+        return False
+    return True
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -148,7 +158,7 @@ def _outcome_of(data: bytes, runtime: Any, kwargs: dict[str, Any]) -> Outcome:
 
 
 def load_in_process(data: bytes, runtime: Any, kwargs: dict[str, Any]) -> Outcome:
-    """The CPython side for a stream without globals (see :func:`has_globals`)."""
+    """The CPython side for a stream :func:`in_process_safe` accepts."""
     return _outcome_of(data, runtime, kwargs)
 
 

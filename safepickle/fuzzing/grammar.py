@@ -32,7 +32,7 @@ from ..codec.encode import encode_op
 from ..codec.opcodes import BY_NAME, OPCODES
 from ..errors import MalformedPickle
 from .case import FuzzCase
-from .names import HOSTILE_GLOBALS, PY2_MODULES, RANDOM_MODULES
+from .names import CLASSIC_GADGETS, HOSTILE_GLOBALS, PY2_MODULES, RANDOM_MODULES
 
 __all__ = ["Chooser", "RandomChooser", "DrawChooser", "Grammar", "Template", "pickle_cases", "templates_for"]
 
@@ -259,7 +259,10 @@ class Grammar:
             prog.emit("PROTO", proto if ch.chance(0.95) else ch.pick((0, 5, 6, 255)))
         if ch.chance(0.15):
             self._junk(ch, prog)
-        self.value(ch, prog, 0)
+        if ch.chance(0.25):
+            self.global_use(ch, prog, 0)
+        else:
+            self.value(ch, prog, 0)
         if ch.chance(0.1):
             self._junk(ch, prog)
         prog.emit("STOP")
@@ -309,21 +312,21 @@ class Grammar:
             if roll < 90 and any(prog.memo):
                 return self.ref(ch, prog, True)
             return self.scalar(ch, prog, True)
-        if roll < 35:
+        if roll < 28:
             return self.scalar(ch, prog, False)
-        if roll < 43:
+        if roll < 35:
             return self.list_(ch, prog, depth)
-        if roll < 51:
+        if roll < 42:
             return self.tuple_(ch, prog, depth, False)
-        if roll < 59:
+        if roll < 49:
             return self.dict_(ch, prog, depth)
-        if roll < 63:
+        if roll < 52:
             return self.set_(ch, prog, depth)
-        if roll < 70:
+        if roll < 58:
             return self.ref(ch, prog, False)
-        if roll < 84:
+        if roll < 80:  # globals and their uses: where the policy does its work
             return self.global_use(ch, prog, depth)
-        if roll < 93 and self.templates:
+        if roll < 92 and self.templates:
             return self.template(ch, prog)
         return self.special(ch, prog, depth)
 
@@ -504,13 +507,24 @@ class Grammar:
         roll = ch.integer(0, 99)
         if roll < 55 and self.allowed:
             return ch.pick(self.allowed)
+        if roll < 72:
+            return ch.pick(CLASSIC_GADGETS)
         if roll < 90:
             return ch.pick(HOSTILE_GLOBALS)
         return ch.pick(RANDOM_MODULES), ch.pick(("x", "loads", "system", "set", "object", "Decimal", "ndarray"))
 
     def push_global(self, ch: Chooser, prog: _Program, module: str, name: str) -> None:
-        roll = ch.integer(0, 9)
-        if roll < 4 and prog.has("STACK_GLOBAL"):
+        roll = ch.integer(0, 99)
+        codes = [c for c, mn in self.extensions.items() if mn == (module, name)]
+        if prog.has("EXT1") and (codes and roll < 50 or roll < 2):
+            code = ch.pick(codes) if codes else ch.pick((0, 1, 255, 256, 65535, 2**31 - 1, -1))
+            if 0 < code < 256 and ch.chance(0.6):
+                prog.emit("EXT1", code)
+            elif 0 <= code < 65536 and ch.chance(0.6):
+                prog.emit("EXT2", code)
+            else:
+                prog.emit("EXT4", max(min(code, 2**31 - 1), -(2**31)))
+        elif roll < 45 and prog.has("STACK_GLOBAL"):
             for text in (module, name):
                 if ch.chance(0.15) and prog.has("MEMOIZE"):
                     # the name goes through the memo: scan must still follow it
@@ -523,15 +537,6 @@ class Grammar:
                     prog.emit("SHORT_BINUNICODE" if len(text.encode("utf-8", "surrogatepass")) < 256
                               else "BINUNICODE", text)
             prog.emit("STACK_GLOBAL")
-        elif roll < 5 and prog.has("EXT1"):
-            codes = [c for c, mn in self.extensions.items() if mn == (module, name)]
-            code = ch.pick(codes) if codes else ch.pick((0, 1, 255, 256, 65535, 2**31 - 1, -1))
-            if 0 < code < 256 and ch.chance(0.6):
-                prog.emit("EXT1", code)
-            elif 0 <= code < 65536 and ch.chance(0.6):
-                prog.emit("EXT2", code)
-            else:
-                prog.emit("EXT4", max(min(code, 2**31 - 1), -(2**31)))
         else:
             if "\n" in module or "\n" in name:
                 module, name = module.replace("\n", ""), name.replace("\n", "")
@@ -673,18 +678,18 @@ class Grammar:
         return False
 
     def special(self, ch: Chooser, prog: _Program, depth: int) -> bool:
-        roll = ch.integer(0, 5)
-        if roll <= 2 and prog.has("NEXT_BUFFER"):
+        roll = ch.integer(0, 9)
+        if roll <= 5 and prog.has("NEXT_BUFFER"):
             prog.emit("NEXT_BUFFER")
             prog.buffers.append(ch.blob(ch.integer(0, 24)))
             if ch.chance(0.5):
                 prog.emit("READONLY_BUFFER")
             self._memoize(ch, prog, False)
             return False
-        if roll == 3:
+        if roll == 6:
             prog.emit("PERSID", ch.pick(("0", "pid", "x y")))
             return False
-        if roll == 4 and prog.has("BINPERSID"):
+        if roll == 7 and prog.has("BINPERSID"):
             self.scalar(ch, prog, True)
             prog.emit("BINPERSID")
             return False

@@ -10,7 +10,7 @@ audit oracle and the result check catch one that does.
 
 from __future__ import annotations
 
-__all__ = ["HOSTILE_GLOBALS", "PY2_MODULES", "RANDOM_MODULES"]
+__all__ = ["CLASSIC_GADGETS", "HOSTILE_GLOBALS", "PY2_MODULES", "RANDOM_MODULES"]
 
 HOSTILE_GLOBALS: tuple[tuple[str, str], ...] = (
     # code execution and attribute access
@@ -84,6 +84,20 @@ HOSTILE_GLOBALS: tuple[tuple[str, str], ...] = (
     ("builtins.", "set"),
     ("builtins", "set."),
     ("bu iltins", "set"),
+)
+
+#: The gadgets every pickle exploit starts with; drawn more often than the rest.
+CLASSIC_GADGETS: tuple[tuple[str, str], ...] = (
+    ("builtins", "eval"),
+    ("builtins", "exec"),
+    ("builtins", "getattr"),
+    ("builtins", "__import__"),
+    ("os", "system"),
+    ("posix", "system"),
+    ("subprocess", "Popen"),
+    ("__builtin__", "eval"),
+    ("posixpath", "os.system"),
+    ("pickle", "loads"),
 )
 
 #: Python 2 module names that ``_compat_pickle`` maps.

@@ -22,7 +22,9 @@
    what the input itself can account for; a ``MemoryError`` inside the load
    means an allocation that no limit foresaw.
 5. **scan**: every global the load asked the policy for (the VM's ``trace``)
-   was reported by the static decoder at the same offset, with the same name.
+   was reported by the static decoder and by ``safepickle.scan`` at the same
+   offset, with the same name and verdict; the load never gets past the first
+   global that scan says the policy refuses; ``scan`` itself never raises.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from ..audit import AuditRecorder
 from ..codec.decode import decode
 from ..errors import ForbiddenGlobal, InternalError, LimitExceeded, MalformedPickle, SafePickleError
 from .case import FuzzCase
-from .cpython_side import CPythonWorker, Outcome, has_globals, load_in_process
+from .cpython_side import CPythonWorker, Outcome, in_process_safe, load_in_process
 from .findings import Finding
 from .graph import describe, first_difference, global_name
 from .policyspec import PolicyUnderTest
@@ -264,7 +266,9 @@ class Checker:
         findings += self._audit(main, "loads")
         findings += self._resources(case, main)
         static = _static_globals(case.data)
-        findings += self._scan(case, main, static, "loads")
+        sites, scan_findings = self._static_scan(case)
+        findings += scan_findings
+        findings += self._scan(case, main, static, sites, "loads")
         sp_desc = None
         if main.error is None:
             try:
@@ -276,7 +280,7 @@ class Checker:
             other = self._load(case, mode)
             findings += self._exceptions(case, other, f"load({mode})")
             findings += self._audit(other, f"load({mode})")
-            findings += self._scan(case, other, static, f"load({mode})")
+            findings += self._scan(case, other, static, sites, f"load({mode})")
             findings += self._file_agreement(case, main, sp_desc, other, mode)
         if self.differential:
             findings += self._differential(case, main, sp_desc)
@@ -399,15 +403,20 @@ class Checker:
                                exception=_exc_text(e), offset=e.offset, opcode=e.opcode))
         return out
 
-    def _scan(self, case: FuzzCase, run: _Run, static: dict[int, tuple[str, Any]], where: str) -> list[Finding]:
+    def _static_scan(self, case: FuzzCase) -> tuple[dict[int, Any] | None, list[Finding]]:
+        """``safepickle.scan``'s sites for the case; scan runs on every case,
+        since it must never raise for any bytes (CONTRACT.md, Static scan)."""
+        if self.scan_fn is None:
+            return None, []
+        try:
+            return self.scan_fn(case), []
+        except Exception as e:
+            return None, [Finding("scan", "scan-raised", f"safepickle.scan raised {type(e).__name__}",
+                                  exception=_exc_text(e), detail={"traceback": _tb_text(e)})]
+
+    def _scan(self, case: FuzzCase, run: _Run, static: dict[int, tuple[str, Any]], sites: dict[int, Any] | None,
+              where: str) -> list[Finding]:
         out = []
-        sites = None
-        if run.trace and self.scan_fn is not None:
-            try:
-                sites = self.scan_fn(case)
-            except Exception as e:  # scan must never raise for any bytes (CONTRACT.md, Static scan)
-                out.append(Finding("scan", "scan-raised", f"safepickle.scan raised {type(e).__name__}",
-                                   exception=_exc_text(e), detail={"traceback": _tb_text(e), "via": where}))
         for offset, module, name in run.trace:
             op = static.get(offset)
             if op is None:
@@ -445,6 +454,20 @@ class Checker:
                                f"{where} refused {e.module}:{e.name} at offset {e.offset} (rule {e.rule}); "
                                "safepickle.scan says the policy allows it", offset=e.offset, opcode=e.opcode,
                                exception=_exc_text(e), detail={"via": where}))
+        if sites:
+            # The load must stop at the first global the policy refuses statically:
+            # going past it means the VM resolved (or skipped) a forbidden global.
+            refused = [off for off, site in sites.items() if site != "dynamic" and not site[2]]
+            if refused:
+                first = min(refused)
+                stop = getattr(e, "offset", None) if isinstance(e, SafePickleError) else None
+                if e is None or (stop is not None and stop > first):
+                    site = sites[first]
+                    what = "loaded" if e is None else f"failed later, at offset {stop}"
+                    out.append(Finding("scan", "passed-refused-global",
+                                       f"{where} {what}, past {site[0]}:{site[1]} at offset {first}, which "
+                                       "the policy refuses", offset=first,
+                                       exception=_exc_text(e) if e is not None else None, detail={"via": where}))
         return out
 
     def _file_agreement(self, case: FuzzCase, main: _Run, sp_desc: list | None, other: _Run,
@@ -477,7 +500,7 @@ class Checker:
 
     def _cpython(self, case: FuzzCase) -> Outcome:
         kwargs = case.load_kwargs()
-        if len(case.data) <= IN_PROCESS_MAX and has_globals(case.data) is False:
+        if len(case.data) <= IN_PROCESS_MAX and in_process_safe(case.data):
             self.stats.cpython_in_process += 1
             return load_in_process(case.data, self.rt, kwargs)
         self.stats.cpython_worker += 1

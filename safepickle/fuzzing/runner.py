@@ -38,7 +38,7 @@ from .oracles import Checker
 from .policyspec import FUZZ_CAPS, PolicyUnderTest, prepare, spec_for
 from .sources import make_source
 
-__all__ = ["FuzzConfig", "SlotResult", "RunResult", "run", "run_slot"]
+__all__ = ["FuzzConfig", "SlotResult", "RunResult", "call_setup", "run", "run_slot"]
 
 
 @dataclass
@@ -60,6 +60,7 @@ class FuzzConfig:
     isolate: bool = True
     hang_seconds: float = 120.0
     memory_cap: int = 8 << 30  # address space of an isolated child
+    setup: str | None = None  # "module:function" called in each fuzzing process before its first case
     progress: TextIO | None = None
     progress_every: float = 5.0
 
@@ -108,6 +109,20 @@ def _slot_budget(cfg: FuzzConfig, n_slots: int) -> tuple[float | None, int | Non
     if cfg.examples is not None:
         return None, cfg.examples
     return (cfg.seconds if cfg.seconds is not None else 60.0) / max(1, n_slots), None
+
+
+def call_setup(setup: str | None) -> None:
+    """Import ``module`` and call ``function()`` of a ``module:function``
+    setup hook (users import or register their own classes there; the
+    harness's tests plant defects there to prove the oracles find them)."""
+    if not setup:
+        return
+    import importlib
+
+    module, _, func = setup.partition(":")
+    if not module or not func:
+        raise ValueError(f"setup {setup!r} is not module:function")
+    getattr(importlib.import_module(module), func)()
 
 
 def run_slot(put: PolicyUnderTest, generator: str, cfg: FuzzConfig, *, start: int = 0,
@@ -198,6 +213,8 @@ def run(cfg: FuzzConfig) -> RunResult:
     slots = [(spec, gen) for spec in specs for gen in cfg.generators]
     seconds, examples = _slot_budget(cfg, len(slots))
     results = []
+    if not cfg.isolate:
+        call_setup(cfg.setup)
     for spec, gen in slots:
         if cfg.isolate:
             results.append(_supervise(cfg, spec, gen, seconds, examples))
@@ -316,6 +333,7 @@ def child_main() -> None:
     def heartbeat(i: int | None) -> None:
         out.write(b"alive\n" if i is None else b"%d\n" % i)
 
+    call_setup(cfg.setup)
     put = prepare(conf["spec"], cfg.caps)
     known = {tuple(k) for k in conf["known"]}
     seconds = None if conf["deadline"] is None else max(0.0, conf["deadline"] - time.time())
@@ -328,6 +346,17 @@ def child_main() -> None:
 
 
 # -- crashes -----------------------------------------------------------------------------
+
+
+_SETUP_DONE: set[str] = set()
+
+
+def _setup_once(setup: str | None) -> None:
+    """The supervisor regenerates crashing cases and forks loads: with the
+    same setup as the child, once."""
+    if setup and setup not in _SETUP_DONE:
+        _SETUP_DONE.add(setup)
+        call_setup(setup)
 
 
 def _fork_outcome(put: PolicyUnderTest, case: FuzzCase, cpython_too: bool) -> str | None:
@@ -361,6 +390,7 @@ def _fork_outcome(put: PolicyUnderTest, case: FuzzCase, cpython_too: bool) -> st
 def _report_crash(cfg: FuzzConfig, spec: dict[str, Any], gen: str, index: int, kind: str,
                   known: set) -> dict[str, Any] | None:
     put = prepare(spec, cfg.caps)
+    _setup_once(cfg.setup)
     source = make_source(gen, put, cfg.seed, cfg.corpus)
     case = source.case(index)
     if kind == "hang":
