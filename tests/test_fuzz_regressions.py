@@ -1,0 +1,134 @@
+"""Bugs the fuzz harness found, each as a minimized reproducer.
+
+Each test states what the contract requires.  A test marked ``xfail`` (strict)
+is a bug that is not fixed yet: fixing it makes the test pass, strict xfail
+then fails the suite, and whoever fixed it removes the mark.  The streams are
+written out by hand from the harness's minimized reproducers (the fuzz
+artifacts named in each docstring), so they read as what they test.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import safepickle
+from safepickle import InternalError, SafePickleError
+
+PROTO2 = b"\x80\x02"
+
+
+def _survives(expr: str, data: bytes, policy: str = "data-only") -> subprocess.CompletedProcess:
+    """Run ``expr`` (``loads``/``load``/``scan`` of ``data``) in a child: a
+    crash must end the child, never the test run."""
+    code = textwrap.dedent(f"""
+        import io, sys
+        import safepickle
+        data = sys.stdin.buffer.read()
+        try:
+            {expr}
+        except safepickle.SafePickleError as e:
+            print("refused", type(e).__name__, e.offset, e.opcode)
+        else:
+            print("returned")
+    """)
+    return subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, timeout=300)
+
+
+def _deep_tuple(depth: int) -> bytes:
+    """EMPTY_TUPLE then TUPLE1 ``depth`` times: a tuple nested ``depth``
+    deep in one byte per level, with no MARK (``max_depth`` never sees it)."""
+    return b")" + b"\x85" * depth
+
+
+# -- crash: hashing a deeply nested tuple overflows the C stack -----------------------
+#
+# fuzz: [exceptions/crash] "the process dies with SIGSEGV while loading this
+# stream" (grammar generator, stdlib and numpy-only policies, seed 7).  A 200 KB
+# stream builds a tuple nested 200,000 deep without a single MARK and uses it as
+# a dict key (SETITEM) or a frozenset item (FROZENSET): ``hash()`` recurses in C
+# once per level and the interpreter dies with SIGSEGV.  CPython's pickle.loads
+# dies the same way; the contract wants a SafePickleError (LimitExceeded).
+# Fixed in the VM (tuple nesting counted against max_depth); the memo variants
+# nest through GET/PUT with a single level of MARK or none at all.
+
+CRASHERS = {
+    "dict-key": PROTO2 + b"}" + _deep_tuple(200_000) + b"Ns.",
+    "frozenset-item": PROTO2 + b"(" + _deep_tuple(200_000) + b"\x91.",
+    "set-item": b"\x80\x04\x8f(" + _deep_tuple(200_000) + b"\x90.",
+    "memo-tuple1": PROTO2 + b"})q\x00" + b"h\x00\x85q\x00" * 200_000 + b"h\x00Ns.",
+    "memo-mark-tuple": PROTO2 + b"})q\x00" + b"(h\x00tq\x00" * 200_000 + b"h\x00Ns.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRASHERS))
+@pytest.mark.parametrize("how", ["loads", "load"])
+def test_deeply_nested_hashed_tuple_is_refused_not_a_crash(name, how):
+    expr = ("safepickle.loads(data)" if how == "loads" else "safepickle.load(io.BytesIO(data))")
+    proc = _survives(expr, CRASHERS[name])
+    assert proc.returncode == 0, f"the child died with {proc.returncode}: {proc.stderr[-300:]!r}"
+    assert proc.stdout.startswith(b"refused LimitExceeded"), proc.stdout
+
+
+def test_moderately_nested_tuples_still_load():
+    # the fix must not refuse what real data holds: 500 levels hash fine
+    data = PROTO2 + b"}" + _deep_tuple(500) + b"Ns."
+    (key,) = safepickle.loads(data).keys()
+    depth = 0
+    while key:
+        (key,) = key
+        depth += 1
+    assert depth == 500
+
+
+# -- InternalError: SETITEM(S) on an allowed object without __setitem__ -----------------
+#
+# fuzz: [exceptions/internal-error] at offset 66 (SETITEM): "loads: InternalError
+# (cause AttributeError)" (bytes generator, stdlib, seed 7).  builtins:complex is
+# allowed and called; SETITEM on its result reaches
+# ``type(target).__setitem__`` in LoadContext.set_items, which raises
+# AttributeError.  APPEND, ADDITEMS and BUILD on the same object are refused as
+# MalformedPickle (rule bad-argument); SETITEM must be too.
+
+COMPLEX = PROTO2 + b"cbuiltins\ncomplex\n)R"
+
+
+@pytest.mark.xfail(strict=True, reason="VM: SETITEM/SETITEMS on an object without __setitem__ raise InternalError "
+                                       "(AttributeError in LoadContext.set_items)")
+@pytest.mark.parametrize("tail", [b"K\x01K\x02s.", b"(K\x01K\x02u."], ids=["SETITEM", "SETITEMS"])
+def test_setitem_on_object_without_setitem_is_malformed(tail):
+    data = COMPLEX + tail
+    for load in (lambda: safepickle.loads(data), lambda: safepickle.load(io.BytesIO(data))):
+        with pytest.raises(SafePickleError) as info:
+            load()
+        assert not isinstance(info.value, InternalError), info.value
+        assert info.value.offset == len(COMPLEX) + len(tail) - 2
+
+
+@pytest.mark.parametrize("tail", [b"K\x01a.", b"(K\x01e.", b"(K\x01\x90.", b"}b."],
+                         ids=["APPEND", "APPENDS", "ADDITEMS", "BUILD"])
+def test_other_uses_of_the_same_object_are_malformed(tail):
+    with pytest.raises(safepickle.MalformedPickle):
+        safepickle.loads(COMPLEX + tail)
+
+
+# -- scan raises RecursionError on a deeply nested APPEND target -----------------------
+#
+# fuzz: [scan/scan-raised] "safepickle.scan raised RecursionError" (grammar
+# generator, data-only, seed 7).  scan describes the target of a refused use
+# (APPEND on a tuple) recursively (scan/values.py ``describe``); a tuple nested
+# 500 deep is enough.  The contract: scan never raises for any bytes.
+
+@pytest.mark.xfail(strict=True, reason="scan: describing a deeply nested use target recurses without bound "
+                                       "(RecursionError from scan/values.py)")
+@pytest.mark.parametrize("depth", [500, 10_000])
+def test_scan_of_deeply_nested_use_target_does_not_raise(depth):
+    data = _deep_tuple(depth) + b"Na."
+    report = safepickle.scan(data)
+    assert not report.ok
+    with pytest.raises(SafePickleError):  # APPEND on a tuple, or the nesting limit
+        safepickle.loads(data)
