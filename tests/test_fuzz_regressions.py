@@ -97,8 +97,6 @@ def test_moderately_nested_tuples_still_load():
 COMPLEX = PROTO2 + b"cbuiltins\ncomplex\n)R"
 
 
-@pytest.mark.xfail(strict=True, reason="VM: SETITEM/SETITEMS on an object without __setitem__ raise InternalError "
-                                       "(AttributeError in LoadContext.set_items)")
 @pytest.mark.parametrize("tail", [b"K\x01K\x02s.", b"(K\x01K\x02u."], ids=["SETITEM", "SETITEMS"])
 def test_setitem_on_object_without_setitem_is_malformed(tail):
     data = COMPLEX + tail
@@ -123,8 +121,6 @@ def test_other_uses_of_the_same_object_are_malformed(tail):
 # (APPEND on a tuple) recursively (scan/values.py ``describe``); a tuple nested
 # 500 deep is enough.  The contract: scan never raises for any bytes.
 
-@pytest.mark.xfail(strict=True, reason="scan: describing a deeply nested use target recurses without bound "
-                                       "(RecursionError from scan/values.py)")
 @pytest.mark.parametrize("depth", [500, 10_000])
 def test_scan_of_deeply_nested_use_target_does_not_raise(depth):
     data = _deep_tuple(depth) + b"Na."

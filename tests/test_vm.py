@@ -339,3 +339,29 @@ def test_readonly_buffer_only_on_buffers():
     with pytest.raises(ForbiddenGlobal) as info:
         safepickle.loads(data)
     assert info.value.rule == "readonly-target"
+
+
+def test_deeply_nested_tuples_are_refused_before_hashing():
+    # a million nested 1-tuples as a dict key: CPython's tuple hash recurses in
+    # C without a guard (pickle.loads crashes the process on this stream)
+    data = b"\x80\x02}" + b")" + b"\x85" * 1_000_000 + b"Ns."
+    with pytest.raises(LimitExceeded) as info:
+        safepickle.loads(data)
+    assert info.value.limit == "max_depth"
+    deep = ()
+    for _ in range(200):
+        deep = (deep, 1)
+    for proto in PROTOCOLS:
+        got = safepickle.loads(pickle.dumps({deep: [deep]}, proto))
+        assert same_structure(got, {deep: [deep]})
+
+
+def test_tuple_depth_is_tracked_through_the_memo_and_marks():
+    # TUPLE (mark) and memo references are measured too
+    inner = (((1,),),)
+    data = pickle.dumps([inner, (inner, inner)], 0)
+    assert same_structure(safepickle.loads(data), [inner, (inner, inner)])
+    with pytest.raises(LimitExceeded):
+        safepickle.loads(b"\x80\x02)q\x000" + b"(h\x00tq\x000" * 20 + b"h\x00.", policy=tight(max_depth=10))
+    data = b"\x80\x02)q\x000" + b"(h\x00tq\x000" * 9 + b"h\x00."
+    assert safepickle.loads(data, policy=tight(max_depth=10)) == pickle.loads(data)

@@ -130,8 +130,9 @@ def key_problem(value: Any, max_depth: int) -> str | None:
     return None
 
 
-def describe(value: Any, limit: int = 80) -> str:
-    """A short, non-recursive description of a value, for messages."""
+def describe(value: Any, limit: int = 80, _level: int = 0) -> str:
+    """A short description of a value, for messages: tuples are shown two
+    levels deep at most, so a deeply nested stream costs nothing here."""
     t = type(value)
     if t is GlobalValue:
         return f"<global {value.site.qualified}>"
@@ -146,7 +147,9 @@ def describe(value: Any, limit: int = 80) -> str:
     if t is Built:
         return f"<{value.kind}>"
     if t is tuple:
-        inner = ", ".join(describe(v, 24) for v in value[:4])
+        if _level >= 2:
+            return f"<tuple of {len(value)}>"
+        inner = ", ".join(describe(v, 24, _level + 1) for v in value[:4])
         more = ", ..." if len(value) > 4 else ""
         text = f"({inner}{more}{',' if len(value) == 1 else ''})"
     elif t in (str, bytes, bytearray):

@@ -101,6 +101,8 @@ class LoadContext:
         "started",
         "trace",
         "out_of_band",
+        "tuple_depths",
+        "max_depth",
     )
 
     def __init__(
@@ -133,6 +135,10 @@ class LoadContext:
         self.deadline = self.started + limits.max_seconds
         self.trace = trace
         self.out_of_band: dict[int, Any] = {}
+        # id -> (tuple, depth) for tuples that hold tuples; the tuple is kept
+        # so that its id stays its own for the whole load.
+        self.tuple_depths: dict[int, tuple[tuple, int]] = {}
+        self.max_depth = limits.max_depth
 
     # -- limits -------------------------------------------------------------
 
@@ -150,6 +156,43 @@ class LoadContext:
     def check_container(self, n: int) -> None:
         if n > self.max_container:
             raise LimitExceeded("max_container", n, self.max_container)
+
+    def nest_tuple(self, t: tuple) -> int:
+        """Record how deeply tuples nest inside ``t`` and refuse it past
+        ``max_depth``: CPython hashes a tuple by recursing into its items in C
+        with no depth guard, so a deep enough tuple used as a dict key or set
+        item crashes the process (``pickle.loads`` included)."""
+        depths = self.tuple_depths
+        entry = depths.get(id(t))
+        if entry is not None and entry[0] is t:
+            return entry[1]
+        # Iterative post-order walk over the tuple children not yet measured.
+        todo = [t]
+        while todo:
+            top = todo[-1]
+            deepest = 0
+            pending = False
+            for item in top:
+                if type(item) is tuple:
+                    known = depths.get(id(item))
+                    if known is not None and known[0] is item:
+                        if known[1] > deepest:
+                            deepest = known[1]
+                    else:
+                        todo.append(item)
+                        pending = True
+                        if len(todo) > self.max_depth + 1:
+                            raise LimitExceeded("max_depth", len(todo), self.max_depth,
+                                                message="tuples nested deeper than max_depth")
+            if pending:
+                continue
+            todo.pop()
+            depth = deepest + 1
+            if depth > self.max_depth:
+                raise LimitExceeded("max_depth", depth, self.max_depth,
+                                    message="tuples nested deeper than max_depth")
+            depths[id(top)] = (top, depth)
+        return depths[id(t)][1]
 
     # -- globals ------------------------------------------------------------
 
@@ -232,6 +275,8 @@ class LoadContext:
         except Exception as e:  # an allowed callable refusing hostile arguments
             raise CallFailed(f"{what} raised {brief_exception(e)}", rule="call-raised") from e
         self.created[id(result)] = result
+        if type(result) is tuple:
+            self.nest_tuple(result)
         # An allowed call can take long on hostile arguments (keys with
         # colliding hashes inside a constructor): look at the clock after each.
         self.check_deadline()
@@ -361,7 +406,10 @@ class LoadContext:
             fill_dict(self, target, items, start)
             return
         self._check_target(target, "SETITEM")
-        setitem = type(target).__setitem__
+        setitem = getattr(type(target), "__setitem__", None)
+        if setitem is None:
+            raise MalformedPickle(f"SETITEM target {_qualname(type(target))} has no __setitem__",
+                                  rule="bad-argument")
         for i in range(start, len(items), 2):
             self._guarded(setitem, (target, items[i], items[i + 1]), None,
                           f"{_qualname(type(target))}.__setitem__")

@@ -14,7 +14,9 @@ Invariants kept on every path:
   the stack, the memo or anything else changes, so a truncated opcode can be
   retried after the stream reader fetched more bytes;
 * no opcode reads below the topmost MARK (``fence``), as in CPython;
-* ``max_depth`` (open MARKs), ``max_memo``, ``max_container``,
+* ``max_depth`` (open MARKs, and tuples inside tuples: hashing a tuple
+  recurses in C without a guard, so a million nested 1-tuples used as a dict
+  key would overflow the C stack), ``max_memo``, ``max_container``,
   ``max_alloc_bytes`` are checked before the allocation they guard;
   ``max_ops`` and ``max_seconds`` every ``CHECK_EVERY`` opcodes and inside
   long opcodes.
@@ -288,17 +290,26 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     elif code == 0x86:  # TUPLE2
                         if len(stack) - 2 < fence:
                             raise _underflow()
-                        stack[-2:] = [(stack[-2], stack[-1])]
+                        value = (stack[-2], stack[-1])
+                        if type(value[0]) is tuple or type(value[1]) is tuple:
+                            ctx.nest_tuple(value)
+                        stack[-2:] = [value]
                         pos += 1
                     elif code == 0x85:  # TUPLE1
                         if len(stack) - 1 < fence:
                             raise _underflow()
-                        stack[-1] = (stack[-1],)
+                        value = (stack[-1],)
+                        if type(value[0]) is tuple:
+                            ctx.nest_tuple(value)
+                        stack[-1] = value
                         pos += 1
                     elif code == 0x87:  # TUPLE3
                         if len(stack) - 3 < fence:
                             raise _underflow()
-                        stack[-3:] = [(stack[-3], stack[-2], stack[-1])]
+                        value = (stack[-3], stack[-2], stack[-1])
+                        if type(value[0]) is tuple or type(value[1]) is tuple or type(value[2]) is tuple:
+                            ctx.nest_tuple(value)
+                        stack[-3:] = [value]
                         pos += 1
                     elif code == 0x29:  # EMPTY_TUPLE
                         stack.append(())
@@ -440,6 +451,7 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                             raise LimitExceeded("max_container", n, max_container)
                         if code == 0x74:
                             value = tuple(stack[k:])
+                            ctx.nest_tuple(value)
                         elif code == 0x6C:
                             value = stack[k:]
                         elif code == 0x64:
