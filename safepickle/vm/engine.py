@@ -30,10 +30,26 @@ from __future__ import annotations
 from struct import Struct
 from typing import Any
 
+try:
+    import cython
+except ImportError:  # Cython is only a build requirement: interpreted, the annotations do nothing
+    from ._cython_shim import cython
+
 from ..codec.opcodes import BY_NAME, NAMES
 from ..codec.readers import BadArgument, Truncated
 from ..errors import InternalError, LimitExceeded, MalformedPickle, SafePickleError
-from .actions import LoadContext, brief_exception, fill_dict, fill_set
+from .actions import LoadContext, brief_exception
+
+if cython.compiled:
+    # The compiled build takes the per-container fills from the compiled copy
+    # of the same actions.py (setup.py builds both), and reads floats and
+    # strings with the C functions that ``struct`` and ``str`` use.
+    from cython.cimports.cpython.float import PyFloat_Unpack8
+    from cython.cimports.cpython.unicode import PyUnicode_DecodeUTF8
+
+    from ._actions_c import fill_dict, fill_set
+else:
+    from .actions import fill_dict, fill_set
 
 __all__ = ["run", "CHECK_EVERY"]
 
@@ -60,6 +76,25 @@ _READ_PID = BY_NAME["PERSID"].arg.read
 _READ_EXT4 = BY_NAME["EXT4"].arg.read
 
 _MISSING = object()
+
+
+# Compiled build only: fixed-width integers read straight from the typed view.
+# Callers have checked that the bytes are inside ``bound`` (so inside the view).
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _le16(p: cython.p_const_uchar) -> cython.longlong:
+    """The little-endian unsigned 16-bit integer at ``p`` (what ``_U2`` reads)."""
+    return p[0] | (cython.cast(cython.longlong, p[1]) << 8)
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _le32(p: cython.p_const_uchar) -> cython.longlong:
+    """The little-endian unsigned 32-bit integer at ``p`` (what ``_U4`` reads)."""
+    return (p[0] | (cython.cast(cython.longlong, p[1]) << 8) | (cython.cast(cython.longlong, p[2]) << 16)
+            | (cython.cast(cython.longlong, p[3]) << 24))
 
 
 def _underflow() -> MalformedPickle:
@@ -101,6 +136,20 @@ def memo_get(memo: list, sparse: dict, idx: int) -> Any:
     return value
 
 
+# C types of the compiled build.  Every integer typed here is a position in
+# the data, a count, a limit, or an argument of at most 4 bytes, so it fits in
+# 64 bits; 8-byte lengths (``size``) and text memo keys (``key``) stay Python
+# ints, because the stream can make them any size.
+@cython.locals(
+    pos=cython.longlong, end=cython.longlong, base=cython.longlong, bound=cython.longlong,
+    frame_end=cython.longlong, op_start=cython.longlong, next_pos=cython.longlong,
+    start=cython.longlong, n=cython.longlong, k=cython.longlong, fence=cython.longlong,
+    width=cython.longlong, code=cython.int,
+    alloc=cython.longlong, ops=cython.longlong, check_at=cython.longlong,
+    max_depth=cython.longlong, max_memo=cython.longlong, max_ops=cython.longlong,
+    max_container=cython.longlong, max_alloc=cython.longlong,
+    stack=list, marks=list, memo=list, sparse=dict,
+)
 def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any, int]:
     """Execute the pickle that starts at ``data[pos]`` up to its STOP.
 
@@ -109,6 +158,7 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
     ``data``; without it that is a truncated pickle.  Returns the result and
     the absolute offset just after STOP.
     """
+    view: cython.const[cython.uchar][::1] = data  # compiled: a typed view of the same bytes
     end = len(data)
     base = 0  # absolute offset of data[0]: the feeder drops consumed bytes
     bound = end  # reads may not pass this: the end of the frame, or of the data
@@ -139,7 +189,7 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     op_start = pos
                     if pos >= bound:
                         raise Truncated(pos + 1)
-                    code = data[pos]
+                    code = view[pos]
                     ops += 1
                     if ops > check_at:
                         if ops > max_ops:
@@ -150,7 +200,7 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     if code == 0x8C:  # SHORT_BINUNICODE
                         if pos + 2 > bound:
                             raise Truncated(pos + 2)
-                        n = data[pos + 1]
+                        n = view[pos + 1]
                         start = pos + 2
                         pos = start + n
                         if pos > bound:
@@ -158,7 +208,12 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         alloc += n
                         if alloc > max_alloc:
                             raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
-                        stack.append(str(data[start:pos], "utf-8", "surrogatepass"))
+                        if cython.compiled:
+                            stack.append(PyUnicode_DecodeUTF8(
+                                cython.cast(cython.p_const_char, cython.address(view[start])), n, "surrogatepass")
+                                if n else "")
+                        else:
+                            stack.append(str(data[start:pos], "utf-8", "surrogatepass"))
                     elif code == 0x94:  # MEMOIZE
                         if len(stack) <= fence:
                             raise _underflow()
@@ -170,7 +225,10 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     elif code == 0x58:  # BINUNICODE
                         if pos + 5 > bound:
                             raise Truncated(pos + 5)
-                        n = _U4(data, pos + 1)[0]
+                        if cython.compiled:
+                            n = _le32(cython.address(view[pos + 1]))
+                        else:
+                            n = _U4(data, pos + 1)[0]
                         start = pos + 5
                         pos = start + n
                         if pos > bound:
@@ -178,16 +236,21 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         alloc += n
                         if alloc > max_alloc:
                             raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
-                        stack.append(str(data[start:pos], "utf-8", "surrogatepass"))
+                        if cython.compiled:
+                            stack.append(PyUnicode_DecodeUTF8(
+                                cython.cast(cython.p_const_char, cython.address(view[start])), n, "surrogatepass")
+                                if n else "")
+                        else:
+                            stack.append(str(data[start:pos], "utf-8", "surrogatepass"))
                     elif code == 0x4B:  # BININT1
                         if pos + 2 > bound:
                             raise Truncated(pos + 2)
-                        stack.append(data[pos + 1])
+                        stack.append(view[pos + 1])
                         pos += 2
                     elif code == 0x68:  # BINGET
                         if pos + 2 > bound:
                             raise Truncated(pos + 2)
-                        n = data[pos + 1]
+                        n = view[pos + 1]
                         stack.append(memo[n] if n < len(memo) else memo_get(memo, sparse, n))
                         pos += 2
                     elif code == 0x71:  # BINPUT
@@ -195,7 +258,7 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                             raise Truncated(pos + 2)
                         if len(stack) <= fence:
                             raise _underflow()
-                        memo_put(memo, sparse, data[pos + 1], stack[-1], max_memo)
+                        memo_put(memo, sparse, view[pos + 1], stack[-1], max_memo)
                         pos += 2
                     elif code == 0x28:  # MARK
                         if len(marks) >= max_depth:
@@ -248,7 +311,11 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     elif code == 0x4A:  # BININT
                         if pos + 5 > bound:
                             raise Truncated(pos + 5)
-                        stack.append(_I4(data, pos + 1)[0])
+                        if cython.compiled:
+                            n = _le32(cython.address(view[pos + 1]))
+                            stack.append(n - 0x100000000 if n >= 0x80000000 else n)
+                        else:
+                            stack.append(_I4(data, pos + 1)[0])
                         pos += 5
                     elif code == 0x95:  # FRAME
                         if pos + 9 > bound:
@@ -256,11 +323,11 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         if frame_end >= 0:
                             raise MalformedPickle("a new frame begins before the end of the current frame",
                                                   rule="frame-nested")
-                        n = _U8(data, pos + 1)[0]
-                        if pos + 9 + n > end:
-                            raise Truncated(pos + 9 + n)
+                        size = _U8(data, pos + 1)[0]
+                        if pos + 9 + size > end:
+                            raise Truncated(pos + 9 + size)
                         pos += 9
-                        frame_end = pos + n
+                        frame_end = pos + size
                         bound = frame_end
                     elif code == 0x61:  # APPEND
                         if len(stack) - 1 <= fence:
@@ -326,12 +393,19 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     elif code == 0x47:  # BINFLOAT
                         if pos + 9 > bound:
                             raise Truncated(pos + 9)
-                        stack.append(_F8(data, pos + 1)[0])
+                        if cython.compiled:
+                            stack.append(PyFloat_Unpack8(  # 0: big-endian, as _F8
+                                cython.cast(cython.p_const_uchar, cython.address(view[pos + 1])), 0))
+                        else:
+                            stack.append(_F8(data, pos + 1)[0])
                         pos += 9
                     elif code == 0x4D:  # BININT2
                         if pos + 3 > bound:
                             raise Truncated(pos + 3)
-                        stack.append(_U2(data, pos + 1)[0])
+                        if cython.compiled:
+                            stack.append(_le16(cython.address(view[pos + 1])))
+                        else:
+                            stack.append(_U2(data, pos + 1)[0])
                         pos += 3
                     elif code == 0x43 or code == 0x42 or code == 0x8E or code == 0x96:
                         # SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8
@@ -344,16 +418,16 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         if pos + 1 + width > bound:
                             raise Truncated(pos + 1 + width)
                         if width == 1:
-                            n = data[pos + 1]
+                            size = view[pos + 1]
                         elif width == 4:
-                            n = _U4(data, pos + 1)[0]
+                            size = _U4(data, pos + 1)[0]
                         else:
-                            n = _U8(data, pos + 1)[0]
+                            size = _U8(data, pos + 1)[0]
                         start = pos + 1 + width
-                        if start + n > bound:
-                            raise Truncated(start + n)
-                        pos = start + n
-                        alloc += n
+                        if start + size > bound:
+                            raise Truncated(start + size)
+                        pos = start + size
+                        alloc += size
                         if alloc > max_alloc:
                             raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
                         if code == 0x96:
@@ -363,12 +437,12 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     elif code == 0x8D:  # BINUNICODE8
                         if pos + 9 > bound:
                             raise Truncated(pos + 9)
-                        n = _U8(data, pos + 1)[0]
+                        size = _U8(data, pos + 1)[0]
                         start = pos + 9
-                        if start + n > bound:
-                            raise Truncated(start + n)
-                        pos = start + n
-                        alloc += n
+                        if start + size > bound:
+                            raise Truncated(start + size)
+                        pos = start + size
+                        alloc += size
                         if alloc > max_alloc:
                             raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
                         stack.append(str(data[start:pos], "utf-8", "surrogatepass"))
@@ -409,14 +483,21 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     elif code == 0x6A:  # LONG_BINGET
                         if pos + 5 > bound:
                             raise Truncated(pos + 5)
-                        stack.append(memo_get(memo, sparse, _U4(data, pos + 1)[0]))
+                        if cython.compiled:
+                            n = _le32(cython.address(view[pos + 1]))
+                            stack.append(memo[n] if n < len(memo) else memo_get(memo, sparse, n))
+                        else:
+                            stack.append(memo_get(memo, sparse, _U4(data, pos + 1)[0]))
                         pos += 5
                     elif code == 0x72:  # LONG_BINPUT
                         if pos + 5 > bound:
                             raise Truncated(pos + 5)
                         if len(stack) <= fence:
                             raise _underflow()
-                        memo_put(memo, sparse, _U4(data, pos + 1)[0], stack[-1], max_memo)
+                        if cython.compiled:
+                            memo_put(memo, sparse, _le32(cython.address(view[pos + 1])), stack[-1], max_memo)
+                        else:
+                            memo_put(memo, sparse, _U4(data, pos + 1)[0], stack[-1], max_memo)
                         pos += 5
                     elif code == 0x2E:  # STOP
                         if len(stack) <= fence:
@@ -425,7 +506,7 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     elif code == 0x80:  # PROTO
                         if pos + 2 > bound:
                             raise Truncated(pos + 2)
-                        n = data[pos + 1]
+                        n = view[pos + 1]
                         if n > 5:
                             raise MalformedPickle(f"unsupported pickle protocol: {n}", rule="bad-argument")
                         ctx.proto = n
@@ -433,7 +514,7 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     elif code == 0x8A:  # LONG1
                         if pos + 2 > bound:
                             raise Truncated(pos + 2)
-                        n = data[pos + 1]
+                        n = view[pos + 1]
                         start = pos + 2
                         pos = start + n
                         if pos > bound:
@@ -557,19 +638,19 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                             raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
                         stack.append(value)
                     elif code == 0x67:  # GET
-                        n, pos = _READ_MEMO_KEY(data, pos + 1, bound)
-                        stack.append(memo_get(memo, sparse, n))
+                        key, pos = _READ_MEMO_KEY(data, pos + 1, bound)
+                        stack.append(memo_get(memo, sparse, key))
                     elif code == 0x70:  # PUT
-                        n, next_pos = _READ_MEMO_KEY(data, pos + 1, bound)
+                        key, next_pos = _READ_MEMO_KEY(data, pos + 1, bound)
                         if len(stack) <= fence:
                             raise _underflow()
-                        memo_put(memo, sparse, n, stack[-1], max_memo)
+                        memo_put(memo, sparse, key, stack[-1], max_memo)
                         pos = next_pos
                     elif code == 0x82 or code == 0x83 or code == 0x84:  # EXT1, EXT2, EXT4
                         if code == 0x82:
                             if pos + 2 > bound:
                                 raise Truncated(pos + 2)
-                            n = data[pos + 1]
+                            n = view[pos + 1]
                             next_pos = pos + 2
                         elif code == 0x83:
                             if pos + 3 > bound:
@@ -606,6 +687,7 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     raise MalformedPickle("pickle data was truncated", rule="truncated") from None
                 # Fetch more and run the same opcode again: nothing changed yet.
                 data = feeder.more(data, op_start, t.need)
+                view = data
                 base += op_start
                 pos = 0
                 end = bound = len(data)
