@@ -1,13 +1,16 @@
 """Build script: compiles the VM's hot loop with Cython, or falls back to it interpreted.
 
 All metadata lives in ``pyproject.toml``; this file only adds the optional
-extension module.  ``safepickle/vm/engine.py`` is plain Python with Cython
+extension modules.  ``safepickle/vm/engine.py`` is plain Python with Cython
 pure-mode annotations.  The build compiles a copy of it under another module
 name, ``safepickle.vm._engine_c``, so the interpreted module stays importable
 beside the compiled one (``SAFEPICKLE_PURE_PYTHON=1`` selects it at run time,
-see ``safepickle/vm/_engine_select.py``).  The copy carries the SHA-256 of the
-source it was compiled from; at import the selector compares it with the
-``engine.py`` next to it and refuses a stale build.
+see ``safepickle/vm/_engine_select.py``).  ``safepickle/vm/actions.py`` is
+compiled the same way as ``safepickle.vm._actions_c`` (the compiled engine
+takes its per-container fills from there), typed by ``actions.pxd`` beside it
+(an augmenting .pxd: the .py stays untouched).  Each copy carries the SHA-256
+of the source it was compiled from; at import the selector compares it with
+the source next to it and refuses a stale build.
 
 When Cython is missing, or cythonizing or the C compiler fails, the install
 still succeeds with the interpreted module, and the build log says so.
@@ -35,6 +38,14 @@ GENERATED = Path("build") / "cython-src"  # relative: setuptools wants relative 
 # module name of the extension -> the pure-Python source it is compiled from
 COMPILED_MODULES = {
     "safepickle.vm._engine_c": "safepickle/vm/engine.py",
+    "safepickle.vm._actions_c": "safepickle/vm/actions.py",
+}
+
+# Per-module Cython directives, written as a header line into the copy.
+# actions.py is typed by its .pxd alone: its Python annotations (``start: int``)
+# would otherwise clash with the C types declared there.
+MODULE_DIRECTIVES = {
+    "safepickle.vm._actions_c": "# cython: annotation_typing=False\n",
 }
 
 DIRECTIVES = {
@@ -58,20 +69,27 @@ def _log(message: str) -> None:
     print(f"safepickle build: {message}", file=sys.stderr, flush=True)
 
 
+def _write_if_changed(path: Path, text: bytes) -> None:
+    if not path.exists() or path.read_bytes() != text:
+        path.write_bytes(text)
+
+
 def _generated_copy(module: str, source: str) -> str:
     """Write the source under the extension's module name, with the SHA-256 of
-    the original appended, and return its path (relative to this folder)."""
+    the original appended (and its augmenting .pxd, if any, beside it), and
+    return its path (relative to this folder)."""
     original = (HERE / source).read_bytes()
     digest = hashlib.sha256(original).hexdigest()
     target = GENERATED.joinpath(*module.split(".")).with_suffix(".py")
     (HERE / target).parent.mkdir(parents=True, exist_ok=True)
-    text = original + (
+    text = MODULE_DIRECTIVES.get(module, "").encode() + original + (
         b"\n\n# Added by setup.py: the SHA-256 of the source this module was compiled from.\n"
         + f'_COMPILED_FROM_SHA256 = "{digest}"\n'.encode()
     )
-    path = HERE / target
-    if not path.exists() or path.read_bytes() != text:
-        path.write_bytes(text)
+    _write_if_changed(HERE / target, text)
+    pxd = (HERE / source).with_suffix(".pxd")
+    if pxd.exists():
+        _write_if_changed((HERE / target).with_suffix(".pxd"), pxd.read_bytes())
     return target.as_posix()
 
 
