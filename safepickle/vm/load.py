@@ -6,8 +6,8 @@ from typing import Any
 
 from ..codec.decode import as_buffer
 from ..errors import LimitExceeded, MalformedPickle
+from ._engine_select import run
 from .actions import LoadContext
-from .engine import run
 from .feed import StreamFeeder
 from .gcpause import GCPause
 
