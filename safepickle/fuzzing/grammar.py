@@ -270,7 +270,7 @@ class Grammar:
         if mutated:
             for _ in range(ch.integer(1, 3)):
                 ch.pick(_MUTATORS)(self, ch, prog)
-        data = self.assemble(ch, prog)
+        data = self.assemble(ch, prog, lie=mutated and ch.chance(0.2))
         if mutated and ch.chance(0.1):
             data = data[: ch.integer(0, len(data))]
         return FuzzCase(
@@ -516,7 +516,7 @@ class Grammar:
     def push_global(self, ch: Chooser, prog: _Program, module: str, name: str) -> None:
         roll = ch.integer(0, 99)
         codes = [c for c, mn in self.extensions.items() if mn == (module, name)]
-        if prog.has("EXT1") and (codes and roll < 50 or roll < 2):
+        if prog.has("EXT1") and ((codes and roll < 50) or roll < 2):
             code = ch.pick(codes) if codes else ch.pick((0, 1, 255, 256, 65535, 2**31 - 1, -1))
             if 0 < code < 256 and ch.chance(0.6):
                 prog.emit("EXT1", code)
@@ -721,9 +721,9 @@ class Grammar:
 
     # -- bytes -----------------------------------------------------------------------
 
-    def assemble(self, ch: Chooser, prog: _Program) -> bytes:
-        """Encode the items; protocol 4+ programs are framed (honestly, unless
-        a lying frame is asked for)."""
+    def assemble(self, ch: Chooser, prog: _Program, lie: bool = False) -> bytes:
+        """Encode the items; protocol 4+ programs are framed, honestly unless
+        ``lie`` (then some frame sizes are off)."""
         pieces = []
         for item in prog.items:
             if isinstance(item, (bytes, bytearray)):
@@ -738,7 +738,6 @@ class Grammar:
         head = 1 if prog.items and prog.items[0][0] == "PROTO" else 0
         out = [*pieces[:head]]
         body = pieces[head:]
-        lie = ch.chance(0.1)
         i = 0
         while i < len(body):
             n = len(body) - i if ch.chance(0.6) else ch.integer(1, len(body) - i)

@@ -49,13 +49,14 @@ def minimize(case: FuzzCase, still_fails: Callable[[FuzzCase], bool], *, seconds
             if chunk == 1:
                 break
             chunk //= 2
-    for simpler in (
-        replace(best, buffers=None),
-        replace(best, buffers=best.buffers[:-1] if best.buffers else None),
-        replace(best, encoding="ASCII"),
-        replace(best, errors="strict"),
-        replace(best, fix_imports=True),
+    for simplify in (
+        lambda c: replace(c, buffers=None),
+        lambda c: replace(c, buffers=c.buffers[:-1] if c.buffers else None),
+        lambda c: replace(c, encoding="ASCII"),
+        lambda c: replace(c, errors="strict"),
+        lambda c: replace(c, fix_imports=True),
     ):
+        simpler = simplify(best)
         if simpler != best and attempt(simpler):
             best = simpler
     return best
