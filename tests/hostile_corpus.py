@@ -574,9 +574,10 @@ for _mod, _name, _arg, _base in [
          f"{_mod}.{_name}(20k colliding ints) is one C call of seconds", at="REDUCE", limit="max_seconds",
          policy=policy("tight-time", _base, max_seconds=0.5), reaches=(_mod, _name))
 
-_TWO_HASHES = EMPTY_LIST + MARK + b"".join(long1(i * _M61 + i % 2) for i in range(9000)) + APPENDS
+_TWO_HASHES = EMPTY_LIST + MARK + b"".join(long1(i * _M61 + i % 2) for i in range(30000)) + APPENDS
 case("hash-collide-call-two-hashes-p4", P4 + call(sgbl("builtins", "frozenset"), _TWO_HASHES) + STOP, LE,
-     "9000 keys hashing to 0 or 1 share one probe chain: a per-hash estimate sees half the cost",
+     "30000 keys in two colliding groups (hashes 0 and 1): seconds of comparisons inside one C call, refused "
+     "before the call (measured: two groups cost what the two would cost apart, so the estimate sums them)",
      at="REDUCE", limit="max_seconds", policy=policy("tight-time", max_seconds=0.5),
      reaches=("builtins", "frozenset"))
 
@@ -662,8 +663,10 @@ case("deque-kwarg-repr-bomb-p4",
      P4 + sgbl("collections", "deque") + EMPTY_TUPLE + EMPTY_DICT + _BOMB + NONE + SETITEM + NEWOBJ_EX + STOP, FG,
      "a keyword that renders to 33 MB", at="NEWOBJ_EX", policy="stdlib", reaches=("collections", "deque"))
 case("build-slotstate-deep-key-p4",
-     P4 + _OD + tup(NONE, EMPTY_DICT + _DEEP_TUPLE + integer(1) + SETITEM) + BUILD + STOP, FG,
-     "a slot-state key nested 20000 deep", at="BUILD", policy="stdlib", reaches=("collections", "OrderedDict"))
+     P4 + _OD + tup(NONE, EMPTY_DICT + _DEEP_TUPLE + integer(1) + SETITEM) + BUILD + STOP, LE,
+     "a slot-state key nested 20000 deep: refused where the tuples nest past max_depth (hashing it, or "
+     "rendering it in a message, would recurse 20000 deep)", at="TUPLE1", limit="max_depth", policy="stdlib",
+     reaches=("collections", "OrderedDict"))
 
 # -- streams that never reach STOP -------------------------------------------
 

@@ -334,10 +334,15 @@ def test_readonly_buffer_only_on_buffers():
     # READONLY_BUFFER on a bytearray built in-band is fine (CPython makes a view)
     data = b"\x80\x05\x96\x02\x00\x00\x00\x00\x00\x00\x00ab\x98."
     assert bytes(safepickle.loads(data)) == b"ab"
-    # on an object an allowed call built (a set) it is refused
-    data = b"\x80\x05cbuiltins\nset\n)R\x98."
+    # on something that is no buffer it is malformed, as in CPython
+    with pytest.raises(MalformedPickle):
+        safepickle.loads(b"\x80\x05cbuiltins\nset\n)R\x98.")
+    # on a buffer an allowed call built (a NumPy array) it is refused: a later
+    # BUILD could free the memory under the view
+    np = pytest.importorskip("numpy")
+    data = pickle.dumps(np.arange(3), 5)
     with pytest.raises(ForbiddenGlobal) as info:
-        safepickle.loads(data)
+        safepickle.loads(data[:-1] + b"\x98.", policy="numpy-only")
     assert info.value.rule == "readonly-target"
 
 
@@ -365,3 +370,20 @@ def test_tuple_depth_is_tracked_through_the_memo_and_marks():
         safepickle.loads(b"\x80\x02)q\x000" + b"(h\x00tq\x000" * 20 + b"h\x00.", policy=tight(max_depth=10))
     data = b"\x80\x02)q\x000" + b"(h\x00tq\x000" * 9 + b"h\x00."
     assert safepickle.loads(data, policy=tight(max_depth=10)) == pickle.loads(data)
+
+
+def test_containers_count_against_the_allocation_budget():
+    # 1 byte of EMPTY_SET is a 216-byte set: a stream of them must hit max_alloc_bytes
+    data = b"\x80\x04(" + b"\x8f" * 100_000 + b"l."
+    with pytest.raises(LimitExceeded) as info:
+        safepickle.loads(data, policy=tight(max_alloc_bytes=10_000_000))
+    assert info.value.limit == "max_alloc_bytes"
+    for opcode in (b"}", b"]"):
+        with pytest.raises(LimitExceeded):
+            safepickle.loads(b"\x80\x04(" + opcode * 200_000 + b"l.", policy=tight(max_alloc_bytes=10_000_000))
+    # references pushed by NONE are counted at the periodic check
+    with pytest.raises(LimitExceeded):
+        safepickle.loads(b"\x80\x04" + b"N" * 2_000_000 + b".", policy=tight(max_alloc_bytes=10_000_000))
+    # ordinary data stays far below the default budget
+    value = [{"k": [1, 2, 3], "s": {1}} for _ in range(10_000)]
+    assert safepickle.loads(pickle.dumps(value, 4)) == value

@@ -447,19 +447,20 @@ class LoadContext:
         """READONLY_BUFFER: a read-only view of an out-of-band buffer (or of
         plain bytes-like data).  Never of an object an allowed call built: a
         later BUILD could free the memory under the view."""
-        if self.out_of_band.get(id(buf)) is not buf and type(buf) not in (bytes, bytearray, PickleBuffer):
-            module, name = _describe(buf)
-            raise ForbiddenGlobal(module, name, f"READONLY_BUFFER on a {module}.{name} object: only out-of-band "
-                                  "buffers and plain bytes-like data may be made read-only",
-                                  policy=self.policy_name, rule="readonly-target")
         try:
-            with memoryview(buf) as m:
-                if m.readonly:
-                    return buf
-                return m.toreadonly()
+            view = memoryview(buf)
         except TypeError:
             raise MalformedPickle(f"READONLY_BUFFER on a {type(buf).__name__}, not a buffer",
                                   rule="bad-argument") from None
+        with view:
+            if self.out_of_band.get(id(buf)) is not buf and type(buf) not in (bytes, bytearray, PickleBuffer):
+                module, name = _describe(buf)
+                raise ForbiddenGlobal(module, name, f"READONLY_BUFFER on a {module}.{name} object: only "
+                                      "out-of-band buffers and plain bytes-like data may be made read-only",
+                                      policy=self.policy_name, rule="readonly-target")
+            if view.readonly:
+                return buf
+            return view.toreadonly()
 
     def py2_string(self, raw: bytes) -> Any:
         """STRING / BINSTRING / SHORT_BINSTRING payloads, decoded as pickle does."""

@@ -77,6 +77,15 @@ _READ_EXT4 = BY_NAME["EXT4"].arg.read
 
 _MISSING = object()
 
+# What the containers the VM builds cost against max_alloc_bytes, in bytes
+# (CPython 3.11, 64-bit: sys.getsizeof of the empty ones; a dict or set entry
+# costs about two references): one byte of EMPTY_SET must not be 216 free bytes.
+_REF = 8
+_ENTRY = 16
+_LIST = 56
+_DICT = 64
+_SET = 216
+
 
 # Compiled build only: fixed-width integers read straight from the typed view.
 # Callers have checked that the bytes are inside ``bound`` (so inside the view).
@@ -195,6 +204,11 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         if ops > max_ops:
                             raise LimitExceeded("max_ops", ops, max_ops)
                         ctx.check_deadline()
+                        # References held by the stack and the memo count
+                        # too: a byte of NONE or GET pushes eight.
+                        if alloc + _REF * (len(stack) + len(memo) + len(sparse)) > max_alloc:
+                            raise LimitExceeded("max_alloc_bytes", alloc + _REF * (len(stack) + len(memo)),
+                                                max_alloc)
                         check_at = min(ops + CHECK_EVERY, max_ops)
 
                     if code == 0x8C:  # SHORT_BINUNICODE
@@ -281,15 +295,24 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                                 raise MalformedPickle("odd number of items for SETITEMS", rule="bad-stack")
                             if len(target) + (n >> 1) > max_container:
                                 raise LimitExceeded("max_container", len(target) + (n >> 1), max_container)
+                            alloc += _ENTRY * n
+                            if alloc > max_alloc:
+                                raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
                             fill_dict(ctx, target, stack, k)
                         elif n:
                             ctx.set_items(target, stack[k:], 0)
                         del stack[k:]
                         pos += 1
                     elif code == 0x7D:  # EMPTY_DICT
+                        alloc += _DICT
+                        if alloc > max_alloc:
+                            raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
                         stack.append({})
                         pos += 1
                     elif code == 0x5D:  # EMPTY_LIST
+                        alloc += _LIST
+                        if alloc > max_alloc:
+                            raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
                         stack.append([])
                         pos += 1
                     elif code == 0x65:  # APPENDS
@@ -303,6 +326,9 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         if type(target) is list:
                             if len(target) + len(stack) - k > max_container:
                                 raise LimitExceeded("max_container", len(target) + len(stack) - k, max_container)
+                            alloc += _REF * (len(stack) - k)
+                            if alloc > max_alloc:
+                                raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
                             target.extend(stack[k:])
                         elif len(stack) > k:
                             ctx.append_items(target, stack[k:])
@@ -530,6 +556,9 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         n = len(stack) - k
                         if n > max_container:
                             raise LimitExceeded("max_container", n, max_container)
+                        alloc += _LIST + _ENTRY * n
+                        if alloc > max_alloc:
+                            raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
                         if code == 0x74:
                             value = tuple(stack[k:])
                             ctx.nest_tuple(value)
@@ -572,6 +601,9 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         stack.append(value)
                         pos += 1
                     elif code == 0x8F:  # EMPTY_SET
+                        alloc += _SET
+                        if alloc > max_alloc:
+                            raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
                         stack.append(set())
                         pos += 1
                     elif code == 0x30:  # POP
