@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["Limits", "Policy", "Effective"]
 
 GiB = 1 << 30
+#: Upper bound of every integer limit: the VM keeps counters in 64-bit ints.
+MAX_LIMIT = 1 << 62
 
 
 class Limits(BaseModel):
@@ -52,28 +54,30 @@ class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_input_bytes: int = Field(
-        GiB, gt=0, strict=True, description="bytes of pickle data accepted (default 1 GiB)"
+        GiB, gt=0, le=MAX_LIMIT, strict=True, description="bytes of pickle data accepted (default 1 GiB)"
     )
     max_depth: int = Field(
-        1000, gt=0, strict=True, description="MARKs open at the same time (nesting depth, default 1000)"
+        1000, gt=0, le=MAX_LIMIT, strict=True, description="MARKs open at the same time (nesting depth, default 1000)"
     )
     max_memo: int = Field(
         1 << 24,
         gt=0,
+        le=MAX_LIMIT,
         strict=True,
         description="memo entries, and the highest memo index accepted (default 2**24)",
     )
     max_container: int = Field(
-        100_000_000, gt=0, strict=True, description="items in one container (default 100 million)"
+        100_000_000, gt=0, le=MAX_LIMIT, strict=True, description="items in one container (default 100 million)"
     )
     max_alloc_bytes: int = Field(
         2 * GiB,
         gt=0,
+        le=MAX_LIMIT,
         strict=True,
         description="total bytes allocated for str/bytes/bytearray payloads and by guarded calls "
         "(default 2 GiB)",
     )
-    max_ops: int = Field(1 << 31, gt=0, strict=True, description="opcodes executed (default 2**31)")
+    max_ops: int = Field(1 << 31, gt=0, le=MAX_LIMIT, strict=True, description="opcodes executed (default 2**31)")
     max_seconds: float = Field(
         60.0, gt=0, strict=True, allow_inf_nan=False, description="wall-clock seconds (default 60)"
     )
