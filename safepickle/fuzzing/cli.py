@@ -183,9 +183,9 @@ def _atheris_slot(policy: Any, opts: argparse.Namespace, seconds: float | None, 
 
     cmd = [sys.executable, "-c", BOOT, *ours, "--", *lib, work, *corpora]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, env=_child_env(), stdout=err, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     slot.seconds = time.monotonic() - t0
-    for line in proc.stderr.splitlines():
+    for line in proc.stdout.splitlines():
         if line.startswith("stat::number_of_executed_units:"):
             slot.cases = int(line.split(":")[-1].strip())
         if line.startswith("FINDING") or "ERROR: libFuzzer" in line or line.startswith("  -> "):
@@ -198,7 +198,7 @@ def _atheris_slot(policy: Any, opts: argparse.Namespace, seconds: float | None, 
             slot.findings.append({"summary": f"{policy}: libFuzzer {crash.name.split('-')[0]} (interpreter "
                                   "crash, timeout or memory)", "report": str(crash), "signature": []})
     if proc.returncode not in (0, 1) and not slot.findings:
-        tail = "\n".join(proc.stderr.splitlines()[-5:])
+        tail = "\n".join(proc.stdout.splitlines()[-5:])
         slot.findings.append({"summary": f"{policy}: atheris exited with {proc.returncode}: {tail}",
                               "report": "", "signature": []})
     shutil.rmtree(work, ignore_errors=True)

@@ -18,7 +18,10 @@ from .policyspec import FUZZ_CAPS, prepare, spec_for
 __all__ = ["replay"]
 
 
-def replay(path: str, policy: Any = None, out: TextIO = sys.stdout, differential: bool = True) -> int:
+def replay(path: str, policy: Any = None, out: TextIO | None = None, differential: bool = True) -> int:
+    """Re-run every oracle on the reproducer at ``path`` (a ``.json`` report or
+    its ``.pickle``); print what happens; return 1 if anything is found."""
+    out = sys.stdout if out is None else out
     case, spec, report = read_artifact(path)
     if policy is not None:
         spec = spec_for(policy, FUZZ_CAPS)

@@ -284,36 +284,49 @@ def _run_child(cfg: FuzzConfig, spec: dict[str, Any], gen: str, start: int, seco
         "cfg": {k: getattr(cfg, k) for k in FuzzConfig.__dataclass_fields__ if k not in ("progress", "policies")},
         "quiet": cfg.progress is None,
     }
+    # The child's progress (its stderr) is relayed to cfg.progress line by line.
     proc = subprocess.Popen(
         [sys.executable, "-c", "from safepickle.fuzzing.runner import child_main; child_main()",
          json.dumps(child_cfg)],
-        pass_fds=(wfd,), env=_child_env(), stdout=sys.stderr if cfg.progress is not None else subprocess.DEVNULL,
-        stderr=None if cfg.progress is not None else subprocess.DEVNULL)
+        pass_fds=(wfd,), env=_child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     os.close(wfd)
+    errfd = proc.stderr.fileno()
     last: int | None = None
     done: dict[str, Any] | None = None
-    buf = b""
+    bufs = {rfd: b"", errfd: b""}
+    open_fds = [rfd, errfd]
     kind = "exit"
+    beat = time.monotonic()
     try:
-        while True:
-            ready, _, _ = select.select([rfd], [], [], cfg.hang_seconds)
-            if not ready:
+        while rfd in open_fds:
+            ready, _, _ = select.select(open_fds, [], [], 1.0)
+            if time.monotonic() - beat > cfg.hang_seconds:
                 kind = "hang"
                 proc.kill()
                 break
-            chunk = os.read(rfd, 65536)
-            if not chunk:
-                break
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if line.startswith(b"done "):
-                    done = json.loads(line[5:])
-                elif line.isdigit():
-                    last = int(line)
+            for fd in ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    open_fds.remove(fd)
+                    continue
+                bufs[fd] += chunk
+                while b"\n" in bufs[fd]:
+                    line, bufs[fd] = bufs[fd].split(b"\n", 1)
+                    if fd == errfd:
+                        _say(cfg, line.decode("utf-8", "replace"))
+                    elif line.startswith(b"done "):
+                        done = json.loads(line[5:])
+                    else:
+                        beat = time.monotonic()
+                        if line.isdigit():
+                            last = int(line)
     finally:
         os.close(rfd)
         code = proc.wait()
+        rest = proc.stderr.read()
+        proc.stderr.close()
+        for line in (bufs[errfd] + rest).decode("utf-8", "replace").splitlines():
+            _say(cfg, line)
     if done is not None:
         return "done", last, done
     if kind != "hang":
