@@ -73,8 +73,12 @@ def test_finding_exits_1_and_writes_a_reproducer(tmp_path, capsys):
     report = json.loads(reports[0].read_text())
     assert report["oracle"] == "exceptions" and report["finding"]["offset"] is not None
     assert (out / report["reproducer"]).exists()
-    # replay: still failing under the planted defect, clean on the real VM
-    assert main(["replay", str(reports[0]), "--setup", PLANT]) == 1
+    # replay (in a child: --setup plants the defect for good in its process)
+    proc = subprocess.run([sys.executable, "-m", "fuzz", "replay", str(reports[0]), "--setup", PLANT], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FINDING [exceptions/internal-error]" in proc.stdout
+    assert main(["replay", str(reports[0])]) == 0  # and the real VM passes
     capsys.readouterr()
 
 
