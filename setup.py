@@ -29,7 +29,7 @@ import os
 import sys
 from pathlib import Path
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
@@ -142,4 +142,10 @@ class OptionalBuildExt(build_ext):
              "installing the interpreted VM only (slower, same behaviour)")
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
+# The packages are listed here rather than by [tool.setuptools.packages.find]:
+# find() cannot see ``safepickle._policies``, which package-dir maps onto the
+# top-level policies/ folder, and a wheel without the built-in policies is
+# unusable (pyproject's setting would override this one).
+PACKAGES = [*find_packages(include=["safepickle", "safepickle.*"]), "safepickle._policies"]
+
+setup(packages=PACKAGES, ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
