@@ -1,0 +1,175 @@
+"""The two builds of the VM: which one runs, and a wheel that carries the compiled one.
+
+* ``SAFEPICKLE_PURE_PYTHON=1`` gives the interpreted engine;
+* when CI built the extension it says so with ``SAFEPICKLE_EXPECT_COMPILED=1``
+  and the compiled engine must be the one in use;
+* a compiled module built from another version of the source is never run;
+* ``python -m build`` gives a wheel with the compiled modules, which installs
+  into a fresh venv and loads with them (slow: skipped without a C compiler
+  or Cython).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import types
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import safepickle
+from safepickle.vm import _engine_select, engine, engine_kind
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROBE = textwrap.dedent("""
+    import pickle, safepickle
+    from safepickle.vm import _engine_select
+    data = pickle.dumps({"a": [1, 2.5, "x", b"y", (None, True)], "b": 2**70}, 5)
+    assert safepickle.loads(data) == pickle.loads(data)
+    print(safepickle.vm.engine_kind(), type(_engine_select.run).__name__, safepickle.__file__)
+""")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEPICKLE_")}
+    env.update(extra)
+    return env
+
+
+def _probe(cwd: Path, python: str = sys.executable, **env: str) -> list[str]:
+    proc = subprocess.run([python, "-c", PROBE], cwd=cwd, env=_env(**env), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def test_pure_python_env_gives_the_interpreted_engine():
+    kind, run_type, _ = _probe(ROOT, SAFEPICKLE_PURE_PYTHON="1")
+    assert kind == "python"
+    assert run_type == "function"  # engine.run as written in engine.py, not an extension function
+
+
+def test_the_engine_in_use_is_the_expected_one():
+    """CI sets SAFEPICKLE_EXPECT_COMPILED=1 after building the extension: then
+    the compiled VM must be the one that runs (unless the run is the
+    SAFEPICKLE_PURE_PYTHON=1 pass)."""
+    if os.environ.get("SAFEPICKLE_PURE_PYTHON") == "1":
+        assert engine_kind() == "python"
+        assert _engine_select.run is engine.run
+        return
+    if os.environ.get("SAFEPICKLE_EXPECT_COMPILED") != "1":
+        pytest.skip("SAFEPICKLE_EXPECT_COMPILED is not set: this run does not promise a compiled build "
+                    f"(engine in use: {engine_kind()}, {_engine_select.skipped_reason()})")
+    assert engine_kind() == "compiled", _engine_select.skipped_reason()
+    assert _engine_select.skipped_reason() is None
+    assert not isinstance(_engine_select.run, types.FunctionType)  # an extension function
+    from safepickle.vm import _actions_c, _engine_c
+
+    for mod in (_engine_c, _actions_c):
+        assert Path(mod.__file__).suffix in (".so", ".pyd"), mod.__file__
+    data = pickle.dumps([{"k": i, "v": str(i)} for i in range(100)], 5)
+    assert safepickle.loads(data) == pickle.loads(data)
+
+
+def _copy_package(dest: Path) -> Path:
+    """A copy of the safepickle sources (no build products) and of the built-in
+    policies beside them, as in the repository, under ``dest``."""
+    target = dest / "safepickle"
+    shutil.copytree(ROOT / "safepickle", target,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd", "*.c"))
+    shutil.copytree(ROOT / "policies", dest / "policies")
+    return target
+
+
+@pytest.mark.parametrize("stale", ["engine", "actions", None])
+def test_a_compiled_module_from_other_sources_is_never_run(tmp_path, stale):
+    """Stand-ins for the compiled modules (plain Python, so the test needs no
+    compiler) carrying the SHA-256 of their sources, or a wrong one: only a
+    matching pair is taken as the compiled engine."""
+    import hashlib
+
+    vm = _copy_package(tmp_path) / "vm"
+    for name, source in (("_engine_c", "engine"), ("_actions_c", "actions")):
+        text = (vm / f"{source}.py").read_text()
+        digest = hashlib.sha256((vm / f"{source}.py").read_bytes()).hexdigest()
+        if stale == source:
+            digest = hashlib.sha256(b"an older " + digest.encode()).hexdigest()
+        (vm / f"{name}.py").write_text(text + f'\n_COMPILED_FROM_SHA256 = "{digest}"\n')
+    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    kind, _, where = proc.stdout.split()
+    assert Path(where).is_relative_to(tmp_path)
+    if stale:
+        assert kind == "python"
+        assert "RuntimeWarning" in proc.stderr and f"safepickle/vm/{stale}.py" in proc.stderr
+    else:
+        assert kind == "compiled"
+        assert proc.stderr == ""
+
+
+_NO_NETWORK = (
+    "Temporary failure in name resolution",
+    "Failed to establish a new connection",
+    "Network is unreachable",
+    "No matching distribution found",
+    "Could not find a version that satisfies",
+)
+
+
+def _compiler() -> str | None:
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc)
+
+
+@pytest.mark.skipif(_compiler() is None, reason="no C compiler: the wheel would carry the interpreted VM only")
+def test_wheel_carries_the_compiled_vm_and_loads_in_a_fresh_venv(tmp_path):
+    """Slow (a minute or two): build a wheel from a copy of the sources with
+    ``python -m build`` (isolated: setuptools and Cython come from PyPI, as for
+    a user), install it into a fresh venv and load with it there.  Skipped
+    when PyPI cannot be reached.  The venv sees this interpreter's
+    site-packages for pydantic; the wheel itself is installed from the file."""
+    pytest.importorskip("build", reason="the 'build' package is not installed")
+    src = tmp_path / "src"
+    src.mkdir()
+    _copy_package(src)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    dist = tmp_path / "dist"
+    proc = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(src)],
+        env=_env(SAFEPICKLE_REQUIRE_COMPILED="1"), capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 and any(sign in proc.stdout + proc.stderr for sign in _NO_NETWORK):
+        pytest.skip("no network: the isolated build could not fetch setuptools/Cython from PyPI")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (wheel,) = dist.glob("safepickle-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for module in ("_engine_c", "_actions_c"):
+        assert any(n.startswith(f"safepickle/vm/{module}.") and n.endswith((".so", ".pyd")) for n in names), names
+    assert "safepickle/vm/engine.py" in names  # the interpreted build ships beside it
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    python = str(venv / ("Scripts" if os.name == "nt" else "bin") / "python")
+    proc = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    work = tmp_path / "elsewhere"  # not the source tree: the installed copy must be the one imported
+    work.mkdir()
+    kind, run_type, where = _probe(work, python)
+    assert kind == "compiled" and run_type != "function"
+    assert "site-packages" in where and Path(where).is_relative_to(venv)
+    kind, _, _ = _probe(work, python, SAFEPICKLE_PURE_PYTHON="1")
+    assert kind == "python"
+    proc = subprocess.run([python, "-m", "safepickle", "--version"], cwd=work, env=_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "engine: compiled" in proc.stdout.splitlines()
