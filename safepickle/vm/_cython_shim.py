@@ -60,5 +60,9 @@ class _Shim:
     def cast(_type: Any, value: Any) -> Any:
         return value
 
+    @staticmethod
+    def declare(_type: Any, value: Any = None) -> Any:
+        return value
+
 
 cython = _Shim()
