@@ -80,11 +80,12 @@ _MISSING = object()
 # What the containers the VM builds cost against max_alloc_bytes, in bytes
 # (CPython 3.11, 64-bit: sys.getsizeof of the empty ones; a dict or set entry
 # costs about two references): one byte of EMPTY_SET must not be 216 free bytes.
-_REF = 8
-_ENTRY = 16
-_LIST = 56
-_DICT = 64
-_SET = 216
+# (Compiled: C constants, not module globals looked up at every use.)
+_REF = cython.declare(cython.longlong, 8)
+_ENTRY = cython.declare(cython.longlong, 16)
+_LIST = cython.declare(cython.longlong, 56)
+_DICT = cython.declare(cython.longlong, 64)
+_SET = cython.declare(cython.longlong, 216)
 
 
 # Compiled build only: fixed-width integers read straight from the typed view.
