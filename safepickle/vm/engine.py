@@ -44,6 +44,7 @@ if cython.compiled:
     # The compiled build takes the per-container fills from the compiled copy
     # of the same actions.py (setup.py builds both), and reads floats and
     # strings with the C functions that ``struct`` and ``str`` use.
+    from cython.cimports.cpython.bytearray import PyByteArray_FromStringAndSize
     from cython.cimports.cpython.float import PyFloat_Unpack8
     from cython.cimports.cpython.unicode import PyUnicode_DecodeUTF8
 
@@ -458,7 +459,11 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         if alloc > max_alloc:
                             raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
                         if code == 0x96:
-                            stack.append(bytearray(data[start:pos]))
+                            if cython.compiled and pos > start:  # one copy (slicing ``data`` would copy twice)
+                                stack.append(PyByteArray_FromStringAndSize(
+                                    cython.cast(cython.p_const_char, cython.address(view[start])), pos - start))
+                            else:
+                                stack.append(bytearray(data[start:pos]))
                         else:
                             stack.append(bytes(data[start:pos]))
                     elif code == 0x8D:  # BINUNICODE8
