@@ -9,6 +9,7 @@ artifacts named in each docstring), so they read as what they test.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import sys
@@ -128,3 +129,49 @@ def test_scan_of_deeply_nested_use_target_does_not_raise(depth):
     assert not report.ok
     with pytest.raises(SafePickleError):  # APPEND on a tuple, or the nesting limit
         safepickle.loads(data)
+
+
+# -- READONLY_BUFFER twice on an out-of-band buffer --------------------------------------
+#
+# fuzz: [differential/refused-what-cpython-loads] at offset 23 (READONLY_BUFFER)
+# (bytes generator, stdlib, seed 1).  The first READONLY_BUFFER turns the
+# out-of-band bytearray into a read-only memoryview; the second is refused
+# (rule readonly-target) because that view is not registered as out-of-band
+# data, although the VM made it itself and no allowed call touched it.
+# CPython returns the read-only view; so should we (a no-op, like CPython's).
+
+@pytest.mark.xfail(strict=True, reason="VM: READONLY_BUFFER on the VM's own read-only view of an out-of-band "
+                                       "buffer is refused (readonly-target); CPython loads it")
+def test_readonly_buffer_twice_is_a_no_op():
+    import pickle
+
+    data = b"\x80\x05\x97\x98\x98."
+    expected = pickle.loads(data, buffers=[bytearray(b"ab")])
+    got = safepickle.loads(data, buffers=[bytearray(b"ab")])
+    assert type(got) is type(expected) is memoryview
+    assert got.readonly and got.tobytes() == b"ab"
+
+
+# -- numpy-only: a dtype string from the stream is compiled ----------------------------------
+#
+# fuzz: [audit/event-code] "loads: dangerous audit event compile ((b'2',
+# '<unknown>'))" (grammar generator, numpy-only, seed 1).  numpy:dtype is
+# allowed; a spec string with a repeat count or shape ("2", "(2,3)i4") makes
+# NumPy's comma-string parser call ast.literal_eval, i.e. compile(), on text
+# from the stream -- in the dtype guard (policy/guards.py ``_dtype_arg``) and
+# again in the call.  NumPy's regex only lets digit tuples through, so nothing
+# runs today, but stream text reaching compile() is what the audit oracle
+# exists to catch: the guard should refuse comma-string specs (or parse them
+# itself) so that no load ever compiles.
+
+@pytest.mark.xfail(strict=True, reason="policy guard: numpy:dtype spec strings with repeat counts reach "
+                                       "ast.literal_eval (compile) inside NumPy")
+@pytest.mark.parametrize("spec", [b"2", b"(2,3)i4", b"3f8"])
+def test_numpy_dtype_spec_is_never_compiled(spec):
+    pytest.importorskip("numpy")
+    from safepickle.audit import AuditRecorder
+
+    data = b"cnumpy\ndtype\n(V" + spec + b"\nI0\nI1\ntR."
+    with AuditRecorder(allowed_modules={"numpy"}) as rec, contextlib.suppress(SafePickleError):
+        safepickle.loads(data, policy="numpy-only")
+    assert not rec.events, rec.format()

@@ -32,9 +32,16 @@ class _Usage(Exception):
     pass
 
 
+def _prog() -> str:
+    here = Path(sys.argv[0] if sys.argv else "")
+    if here.name == "safepickle" or (here.name == "__main__.py" and here.parent.name == "safepickle"):
+        return "safepickle fuzz"
+    return "python -m fuzz"
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="python -m fuzz",
+        prog=_prog(),
         description="Fuzz safepickle's loader with hostile streams: every case goes through five oracles "
                     "(only SafePickleError escapes; nothing dangerous runs; same result as CPython's restricted "
                     "unpickler or a documented refusal; limits kept; scan saw every global).",
@@ -113,6 +120,13 @@ def _policies(opts: argparse.Namespace) -> list[Any]:
     return out
 
 
+def _under_coverage() -> bool:
+    """Is coverage.py measuring this process?  (Then slots run in-process,
+    where it can see the VM, instead of in child processes.)"""
+    cov = sys.modules.get("coverage")
+    return cov is not None and getattr(getattr(cov, "Coverage", None), "current", lambda: None)() is not None
+
+
 def _run(opts: argparse.Namespace, err: TextIO) -> int:
     from .runner import FuzzConfig, RunResult, run
 
@@ -134,10 +148,14 @@ def _run(opts: argparse.Namespace, err: TextIO) -> int:
     cfg = FuzzConfig(
         policies=policies, generators=in_proc, examples=opts.examples, seed=opts.seed, corpus=opts.corpus,
         artifacts=opts.artifacts, differential=not opts.no_differential, minimize=not opts.no_minimize,
-        minimize_seconds=opts.minimize_seconds, keep_limits=opts.keep_limits, isolate=not opts.in_process,
+        minimize_seconds=opts.minimize_seconds, keep_limits=opts.keep_limits,
+        isolate=not (opts.in_process or _under_coverage()),
         progress=None if opts.quiet else err, setup=opts.setup,
         seconds=None if seconds is None else seconds * len(policies) * len(in_proc) / max(1, n_slots),
     )
+    if _under_coverage() and not opts.in_process:
+        print("coverage.py is measuring this process: fuzzing in-process so that it sees the VM "
+              "(a stream that crashes the interpreter ends the run)", file=err)
     print(f"fuzzing {', '.join(map(str, policies))} with {', '.join(gens)} "
           f"({f'{opts.examples} examples each' if opts.examples else f'{seconds:.0f}s'}, seed {opts.seed}); "
           f"artifacts in {opts.artifacts}", file=err, flush=True)
