@@ -109,7 +109,8 @@ def _extensions() -> list[Extension]:
         for module, source in COMPILED_MODULES.items()
     ]
     try:
-        return cythonize(exts, compiler_directives=DIRECTIVES, quiet=True)
+        # include_path: where Cython finds each copy's .pxd by its module name
+        return cythonize(exts, compiler_directives=DIRECTIVES, include_path=[str(GENERATED)], quiet=True)
     except Exception as e:  # a Cython error must not make the package uninstallable
         if _flag("SAFEPICKLE_REQUIRE_COMPILED"):
             raise
