@@ -140,8 +140,6 @@ def test_scan_of_deeply_nested_use_target_does_not_raise(depth):
 # data, although the VM made it itself and no allowed call touched it.
 # CPython returns the read-only view; so should we (a no-op, like CPython's).
 
-@pytest.mark.xfail(strict=True, reason="VM: READONLY_BUFFER on the VM's own read-only view of an out-of-band "
-                                       "buffer is refused (readonly-target); CPython loads it")
 def test_readonly_buffer_twice_is_a_no_op():
     import pickle
 
@@ -164,8 +162,6 @@ def test_readonly_buffer_twice_is_a_no_op():
 # exists to catch: the guard should refuse comma-string specs (or parse them
 # itself) so that no load ever compiles.
 
-@pytest.mark.xfail(strict=True, reason="policy guard: numpy:dtype spec strings with repeat counts reach "
-                                       "ast.literal_eval (compile) inside NumPy")
 @pytest.mark.parametrize("spec", [b"2", b"(2,3)i4", b"3f8"])
 def test_numpy_dtype_spec_is_never_compiled(spec):
     pytest.importorskip("numpy")

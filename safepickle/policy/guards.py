@@ -692,6 +692,12 @@ def _count(dims: tuple[int, ...]) -> int:
     return math.prod(dims)
 
 
+#: A dtype string as NumPy's pickles write it: one type code or name with an
+#: optional byte order, item size and datetime unit ("<f8", "U3", "M8[ns]",
+#: "float64").
+_DTYPE_TEXT = re.compile(r"[<>=|]?[A-Za-z_][A-Za-z0-9_]*(\[[0-9]*[A-Za-z]+\])?\Z")
+
+
 def _dtype_arg(spec: object, what: str) -> Any:
     """A dtype argument: an existing dtype (sealed from now on), a NumPy
     scalar type or a short type string; never a list/dict spec (those can
@@ -702,6 +708,10 @@ def _dtype_arg(spec: object, what: str) -> Any:
         return spec
     # A NumPy scalar type (numpy.record for record arrays) names a dtype too.
     scalar_type = isinstance(spec, type) and issubclass(spec, np.generic)
+    if type(spec) in (str, bytes) and not _DTYPE_TEXT.match(spec if type(spec) is str else spec.decode("latin-1")):
+        # Comma strings, repeat counts and shapes ("2", "(2,3)i4", "i4,f8") make
+        # NumPy's parser compile() the text with ast.literal_eval.
+        raise GuardViolation(f"{what}: dtype string {brief(spec)} is not a single type code or name")
     if scalar_type or (type(spec) in (str, bytes) and len(spec) <= MAX_DTYPE_TEXT):  # type: ignore[arg-type]
         try:
             return np.dtype(spec)

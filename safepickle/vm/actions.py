@@ -460,7 +460,9 @@ class LoadContext:
                                       policy=self.policy_name, rule="readonly-target")
             if view.readonly:
                 return buf
-            return view.toreadonly()
+            readonly = view.toreadonly()
+        self.out_of_band[id(readonly)] = readonly  # READONLY_BUFFER again on it is a no-op, as in CPython
+        return readonly
 
     def py2_string(self, raw: bytes) -> Any:
         """STRING / BINSTRING / SHORT_BINSTRING payloads, decoded as pickle does."""
