@@ -47,8 +47,7 @@ if cython.compiled:
     from cython.cimports.cpython.bytearray import PyByteArray_FromStringAndSize
     from cython.cimports.cpython.float import PyFloat_Unpack8
     from cython.cimports.cpython.unicode import PyUnicode_DecodeUTF8
-
-    from ._actions_c import fill_dict, fill_set
+    from cython.cimports.safepickle.vm._actions_c import fill_dict, fill_set  # C-level calls (actions.pxd)
 else:
     from .actions import fill_dict, fill_set
 
