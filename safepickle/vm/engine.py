@@ -45,6 +45,7 @@ if cython.compiled:
     # of the same actions.py (setup.py builds both), and reads floats and
     # strings with the C functions that ``struct`` and ``str`` use.
     from cython.cimports.cpython.bytearray import PyByteArray_FromStringAndSize
+    from cython.cimports.cpython.bytes import PyBytes_FromStringAndSize
     from cython.cimports.cpython.float import PyFloat_Unpack8
     from cython.cimports.cpython.unicode import PyUnicode_DecodeUTF8
     from cython.cimports.safepickle.vm._actions_c import fill_dict, fill_set  # C-level calls (actions.pxd)
@@ -404,7 +405,11 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         value = (stack[-2], stack[-1])
                         if type(value[0]) is tuple or type(value[1]) is tuple:
                             ctx.nest_tuple(value)
-                        stack[-2:] = [value]
+                        if cython.compiled:  # the same, without a slice assignment
+                            stack.pop()
+                            stack[-1] = value
+                        else:
+                            stack[-2:] = [value]
                         pos += 1
                     elif code == 0x85:  # TUPLE1
                         if len(stack) - 1 < fence:
@@ -420,7 +425,12 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         value = (stack[-3], stack[-2], stack[-1])
                         if type(value[0]) is tuple or type(value[1]) is tuple or type(value[2]) is tuple:
                             ctx.nest_tuple(value)
-                        stack[-3:] = [value]
+                        if cython.compiled:  # the same, without a slice assignment
+                            stack.pop()
+                            stack.pop()
+                            stack[-1] = value
+                        else:
+                            stack[-3:] = [value]
                         pos += 1
                     elif code == 0x29:  # EMPTY_TUPLE
                         stack.append(())
@@ -480,6 +490,9 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                                     cython.cast(cython.p_const_char, cython.address(view[start])), pos - start))
                             else:
                                 stack.append(bytearray(data[start:pos]))
+                        elif cython.compiled and pos > start:  # one copy straight from the view
+                            stack.append(PyBytes_FromStringAndSize(
+                                cython.cast(cython.p_const_char, cython.address(view[start])), pos - start))
                         else:
                             stack.append(bytes(data[start:pos]))
                     elif code == 0x8D:  # BINUNICODE8
