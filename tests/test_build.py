@@ -4,6 +4,9 @@
 * when CI built the extension it says so with ``SAFEPICKLE_EXPECT_COMPILED=1``
   and the compiled engine must be the one in use;
 * a compiled module built from another version of the source is never run;
+* the interpreted engine also runs where Cython is not installed;
+* both builds give the same outcome (value, or error class, offset, opcode,
+  rule and message) on real pickles, the hostile corpus and mutated streams;
 * ``python -m build`` gives a wheel with the compiled modules, which installs
   into a fresh venv and loads with them (slow: skipped without a C compiler
   or Cython).
@@ -173,3 +176,123 @@ def test_wheel_carries_the_compiled_vm_and_loads_in_a_fresh_venv(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "engine: compiled" in proc.stdout.splitlines()
+
+
+def test_the_interpreted_engine_runs_without_cython(tmp_path):
+    """Cython is a build requirement only: engine.py falls back to its shim."""
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["cython"] = None  # as if Cython were not installed
+        import pickle, safepickle
+        from safepickle.vm import engine, _cython_shim
+        assert engine.cython is _cython_shim.cython
+        data = pickle.dumps([{"a": 1.5, "b": "x" * 300, "c": (1, (2,), b"z"), "d": {1, 2}, "e": 2**40}] * 3, 5)
+        assert safepickle.loads(data) == pickle.loads(data)
+        print(safepickle.vm.engine_kind())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(SAFEPICKLE_PURE_PYTHON="1"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["python"]
+
+
+# -- the two builds agree ---------------------------------------------------------
+
+def _compiled_run():
+    try:
+        from safepickle.vm import _engine_c
+    except ImportError:
+        if os.environ.get("SAFEPICKLE_EXPECT_COMPILED") == "1":
+            raise
+        pytest.skip("the compiled engine is not built here (python setup.py build_ext --inplace)")
+    if _engine_select.skipped_reason() not in (None, f"{_engine_select.PURE_ENV}=1"):
+        pytest.skip(f"the compiled engine is not usable: {_engine_select.skipped_reason()}")
+    return _engine_c.run
+
+
+def _outcome(run, data: bytes, policy, kwargs: dict):
+    from safepickle.codec.decode import as_buffer
+    from safepickle.policy import Policy
+    from safepickle.policy.files import coerce_policy
+    from safepickle.vm.actions import LoadContext
+
+    pol = Policy.model_validate(policy) if isinstance(policy, dict) else coerce_policy(policy)
+    ctx = LoadContext(pol.runtime(), **kwargs)
+    try:
+        value, end = run(as_buffer(data), 0, ctx)
+    except safepickle.SafePickleError as e:
+        return ("error", type(e).__name__, e.offset, e.opcode, e.rule, str(e))
+    return ("ok", value, end)
+
+
+def _same(a, b) -> bool:
+    from tests.structural import same_structure
+
+    if a[0] != b[0]:
+        return False
+    if a[0] == "ok":
+        return a[2] == b[2] and same_structure(a[1], b[1])
+    return a == b
+
+
+def _real_streams():
+    from tests.test_codec import SAMPLES
+    from tests.test_vm import shared_and_recursive
+
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        for value in [*SAMPLES, *shared_and_recursive()]:
+            yield pickle.dumps(value, proto)
+
+
+def test_both_builds_agree_on_real_pickles_and_their_mutations():
+    compiled = _compiled_run()
+    import random
+
+    rnd = random.Random(6)
+    streams = list(_real_streams())
+    checked = 0
+    for data in streams:
+        variants = [data, data[: len(data) // 2]]
+        for _ in range(8):  # a few single-byte mutations of every stream
+            i = rnd.randrange(len(data))
+            variants.append(data[:i] + bytes([rnd.randrange(256)]) + data[i + 1:])
+        for v in variants:
+            a, b = _outcome(engine.run, v, "stdlib", {}), _outcome(compiled, v, "stdlib", {})
+            assert _same(a, b), (v, a, b)
+            checked += 1
+    assert checked > 1000
+
+
+def test_both_builds_agree_on_the_hostile_corpus():
+    compiled = _compiled_run()
+    from tests.hostile_corpus import CASES
+
+    ctx_keys = {"fix_imports", "encoding", "errors", "buffers", "persistent_load"}
+    compared = 0
+    for case in CASES:
+        if case.copyreg_extension or case.limit == "max_seconds" or set(case.kwargs) - ctx_keys:
+            continue  # process-wide registrations, or timing-dependent offsets
+        a = _outcome(engine.run, case.data, case.policy, dict(case.kwargs))
+        b = _outcome(compiled, case.data, case.policy, dict(case.kwargs))
+        assert _same(a, b), (case.name, a, b)
+        compared += 1
+    assert compared > 100
+
+
+def test_both_builds_agree_on_numpy_in_band_and_out_of_band():
+    compiled = _compiled_run()
+    np = pytest.importorskip("numpy")
+
+    arrays = {"f": np.arange(1000, dtype=np.float64), "b": np.ones((7, 3), dtype=bool, order="F"),
+              "s": np.array(["ab", "c"]), "o": np.array([1, "x", None], dtype=object)}
+    for proto in (2, 3, 4, 5):
+        data = pickle.dumps(arrays, proto)
+        a, b = _outcome(engine.run, data, "numpy-only", {}), _outcome(compiled, data, "numpy-only", {})
+        assert a[0] == b[0] == "ok", (a, b)
+        for k in arrays:
+            assert a[1][k].dtype == b[1][k].dtype and np.array_equal(a[1][k], b[1][k]), k
+    buffers: list = []
+    data = pickle.dumps(arrays["f"], 5, buffer_callback=buffers.append)
+    a = _outcome(engine.run, data, "numpy-only", {"buffers": buffers})
+    b = _outcome(compiled, data, "numpy-only", {"buffers": buffers})
+    assert a[0] == b[0] == "ok" and np.array_equal(a[1], b[1])
