@@ -296,3 +296,26 @@ def test_both_builds_agree_on_numpy_in_band_and_out_of_band():
     a = _outcome(engine.run, data, "numpy-only", {"buffers": buffers})
     b = _outcome(compiled, data, "numpy-only", {"buffers": buffers})
     assert a[0] == b[0] == "ok" and np.array_equal(a[1], b[1])
+
+
+def test_every_integer_limit_the_model_accepts_fits_the_compiled_vm():
+    """The compiled VM holds the limits in 64-bit C integers: every integer
+    limit must be bounded by the model, and a policy at those bounds must load
+    the same in both builds (no OverflowError)."""
+    compiled = _compiled_run()
+    from annotated_types import Le
+
+    from safepickle.policy import Limits
+
+    top = {}
+    for name, info in Limits.model_fields.items():
+        if info.annotation is not int:
+            continue
+        bounds = [m.le for m in info.metadata if isinstance(m, Le)]
+        assert bounds and bounds[0] <= 2**62, f"limit {name} is not bounded below 2**62"
+        top[name] = bounds[0]
+    assert top
+    policy = {"name": "top", "extends": ["data-only"], "limits": top}
+    for data in (pickle.dumps([{"a": (1, 2.5)}, "x" * 300, b"y"], 5), b"\x80\x05\x95\xff\xff\xff\xff\xff\xff\xff\x7f"):
+        a, b = _outcome(engine.run, data, policy, {}), _outcome(compiled, data, policy, {})
+        assert _same(a, b), (a, b)
