@@ -141,6 +141,12 @@ def _run(opts: argparse.Namespace, err: TextIO) -> int:
     if "all" in gens:
         gens = ["grammar", "bytes", "atheris"]
     gens = list(dict.fromkeys(gens))
+    if "grammar" in gens:
+        try:
+            import hypothesis  # noqa: F401
+        except ImportError:
+            raise _Usage("the grammar generator needs hypothesis: pip install 'safepickle[fuzz]' "
+                         "(or run --generator bytes)") from None
     policies = _policies(opts)
     seconds = opts.seconds if opts.seconds is not None or opts.examples is not None else 60.0
     in_proc = [g for g in gens if g != "atheris"]

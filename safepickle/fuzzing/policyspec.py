@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FUZZ_CAPS", "PolicyUnderTest", "policy_from_spec", "spec_for", "prepare"]
+__all__ = ["FUZZ_CAPS", "TIGHT_CAPS", "PolicyUnderTest", "policy_from_spec", "spec_for", "prepare"]
 
 MiB = 1 << 20
 
@@ -30,6 +30,20 @@ FUZZ_CAPS: dict[str, Any] = {
     "max_container": 1_000_000,
     "max_memo": 1_000_000,
     "max_ops": 2_000_000,
+    "max_seconds": 2.0,
+}
+
+
+#: Limits small enough for fuzz cases to reach every limit check (one case
+#: in ``FuzzConfig.tight_every`` runs under them): the refusals of limits
+#: are code paths too, and must report where they happened like any other.
+TIGHT_CAPS: dict[str, Any] = {
+    "max_input_bytes": 4096,
+    "max_alloc_bytes": 2048,
+    "max_container": 16,
+    "max_memo": 16,
+    "max_depth": 16,
+    "max_ops": 300,
     "max_seconds": 2.0,
 }
 

@@ -35,7 +35,7 @@ from .case import FuzzCase
 from .findings import Finding, write_artifacts
 from .minimize import minimize
 from .oracles import Checker
-from .policyspec import FUZZ_CAPS, PolicyUnderTest, prepare, spec_for
+from .policyspec import FUZZ_CAPS, TIGHT_CAPS, PolicyUnderTest, prepare, spec_for
 from .sources import make_source
 
 __all__ = ["FuzzConfig", "SlotResult", "RunResult", "call_setup", "run", "run_slot"]
@@ -61,6 +61,7 @@ class FuzzConfig:
     hang_seconds: float = 120.0
     memory_cap: int = 8 << 30  # address space of an isolated child
     setup: str | None = None  # "module:function" called in each fuzzing process before its first case
+    tight_every: int = 8  # every Nth case also runs under TIGHT_CAPS (0: never; never with keep_limits)
     progress: TextIO | None = None
     progress_every: float = 5.0
 
@@ -132,6 +133,11 @@ def run_slot(put: PolicyUnderTest, generator: str, cfg: FuzzConfig, *, start: in
     reported (a finding with one of them is counted, not written again)."""
     source = make_source(generator, put, cfg.seed, cfg.corpus)
     checker = Checker(put, differential=cfg.differential, file_load=cfg.file_load)
+    tight_put, tight = put, None
+    if cfg.tight_every and not cfg.keep_limits:
+        tight_put = prepare({**put.spec, "caps": dict(TIGHT_CAPS)}, None)
+        tight = Checker(tight_put, differential=cfg.differential, file_load=cfg.file_load, worker=checker.worker)
+        tight.stats = checker.stats
     result = SlotResult(put.label, generator)
     known = set() if known is None else known
     t0 = time.monotonic()
@@ -146,13 +152,15 @@ def run_slot(put: PolicyUnderTest, generator: str, cfg: FuzzConfig, *, start: in
             if heartbeat is not None:
                 heartbeat(i)
             case = source.case(i)
-            for finding in checker.check(case):
+            use_tight = tight is not None and i % cfg.tight_every == cfg.tight_every - 1
+            case_put, case_checker = (tight_put, tight) if use_tight else (put, checker)
+            for finding in case_checker.check(case):
                 key = (put.label, *finding.signature)
                 if key in known:
                     result.duplicates += 1
                     continue
                 known.add(key)
-                result.findings.append(_report(put, generator, cfg, checker, finding, case, i, heartbeat))
+                result.findings.append(_report(case_put, generator, cfg, case_checker, finding, case, i, heartbeat))
                 _say(cfg, f"  FINDING {result.findings[-1]['summary']}\n    -> {result.findings[-1]['report']}")
             i += 1
             result.cases += 1
@@ -406,6 +414,8 @@ def _report_crash(cfg: FuzzConfig, spec: dict[str, Any], gen: str, index: int, k
     _setup_once(cfg.setup)
     source = make_source(gen, put, cfg.seed, cfg.corpus)
     case = source.case(index)
+    if cfg.tight_every and not cfg.keep_limits and index % cfg.tight_every == cfg.tight_every - 1:
+        put = prepare({**put.spec, "caps": dict(TIGHT_CAPS)}, None)  # the case ran under the tight limits
     if kind == "hang":
         finding = Finding("resources", "hang", f"case {index} ran for more than {cfg.hang_seconds:.0f}s")
         small = case
