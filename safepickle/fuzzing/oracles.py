@@ -308,7 +308,8 @@ class Checker:
         if not 0 <= e.offset <= n:
             return [Finding("exceptions", "bad-offset", f"{where}: offset {e.offset} outside the {n}-byte data",
                             exception=_exc_text(e), offset=e.offset, opcode=e.opcode, detail={"via": where})]
-        if e.offset < n and not e.opcode:
+        whole_input = isinstance(e, LimitExceeded) and e.limit == "max_input_bytes" and e.offset == 0
+        if e.offset < n and not e.opcode and not whole_input:  # an input-size refusal is about no opcode
             return [Finding("exceptions", "no-opcode", f"{where}: error at offset {e.offset} names no opcode",
                             exception=_exc_text(e), offset=e.offset, detail={"via": where})]
         return []
@@ -473,6 +474,11 @@ class Checker:
     def _file_agreement(self, case: FuzzCase, main: _Run, sp_desc: list | None, other: _Run,
                         mode: str) -> list[Finding]:
         out = []
+        e = main.error
+        if (isinstance(e, LimitExceeded) and e.limit == "max_input_bytes" and other.error is None
+                and len(case.data) > self.limits.max_input_bytes):
+            # loads judges the whole buffer it is given; load reads only up to STOP
+            return out
         if (main.error is None) != (other.error is None):
             what = "loaded" if main.error is None else f"refused ({_exc_text(main.error)})"
             got = "loaded" if other.error is None else f"refused ({_exc_text(other.error)})"
