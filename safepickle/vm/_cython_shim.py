@@ -31,6 +31,9 @@ class _Shim:
     uchar = int
     bint = bool
     double = float
+    p_const_char = bytes  # a pointer into the data, in the compiled build
+    p_const_uchar = bytes
+    NULL = None
 
     @staticmethod
     def locals(**_types: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
