@@ -170,7 +170,7 @@ def memo_get(memo: list, sparse: dict, idx: int) -> Any:
     pos=cython.longlong, end=cython.longlong, base=cython.longlong, bound=cython.longlong,
     frame_end=cython.longlong, op_start=cython.longlong, next_pos=cython.longlong,
     start=cython.longlong, n=cython.longlong, k=cython.longlong, fence=cython.longlong,
-    width=cython.longlong, code=cython.int,
+    width=cython.longlong, code=cython.int, ptr=cython.p_const_char,
     alloc=cython.longlong, ops=cython.longlong, check_at=cython.longlong,
     max_depth=cython.longlong, max_memo=cython.longlong, max_ops=cython.longlong,
     max_container=cython.longlong, max_alloc=cython.longlong,
@@ -475,28 +475,44 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                             width = 8
                         if pos + 1 + width > bound:
                             raise Truncated(pos + 1 + width)
-                        if width == 1:
-                            size = view[pos + 1]
-                        elif width == 4:
-                            size = _U4(data, pos + 1)[0]
+                        if cython.compiled and width != 8:
+                            # The same steps with the 1- or 4-byte length in a
+                            # C integer (``size`` is a Python int, for 8 bytes).
+                            if width == 1:
+                                n = view[pos + 1]
+                            else:
+                                n = _le32(cython.address(view[pos + 1]))
+                            start = pos + 1 + width
+                            if start + n > bound:
+                                raise Truncated(start + n)
+                            pos = start + n
+                            alloc += n
                         else:
-                            size = _U8(data, pos + 1)[0]
-                        start = pos + 1 + width
-                        if start + size > bound:
-                            raise Truncated(start + size)
-                        pos = start + size
-                        alloc += size
+                            if width == 1:
+                                size = view[pos + 1]
+                            elif width == 4:
+                                size = _U4(data, pos + 1)[0]
+                            else:
+                                size = _U8(data, pos + 1)[0]
+                            start = pos + 1 + width
+                            if start + size > bound:
+                                raise Truncated(start + size)
+                            pos = start + size
+                            alloc += size
                         if alloc > max_alloc:
                             raise LimitExceeded("max_alloc_bytes", alloc, max_alloc)
-                        if code == 0x96:
-                            if cython.compiled and pos > start:  # one copy (slicing ``data`` would copy twice)
-                                stack.append(PyByteArray_FromStringAndSize(
-                                    cython.cast(cython.p_const_char, cython.address(view[start])), pos - start))
+                        if cython.compiled:
+                            # One copy, straight from the view (slicing ``data``
+                            # copies, and bytearray() of that copies again); no
+                            # pointer for no bytes (``view[start]`` may be past the end).
+                            ptr = cython.cast(cython.p_const_char, cython.address(view[start])) if pos > start \
+                                else cython.NULL
+                            if code == 0x96:
+                                stack.append(PyByteArray_FromStringAndSize(ptr, pos - start))
                             else:
-                                stack.append(bytearray(data[start:pos]))
-                        elif cython.compiled and pos > start:  # one copy straight from the view
-                            stack.append(PyBytes_FromStringAndSize(
-                                cython.cast(cython.p_const_char, cython.address(view[start])), pos - start))
+                                stack.append(PyBytes_FromStringAndSize(ptr, pos - start))
+                        elif code == 0x96:
+                            stack.append(bytearray(data[start:pos]))
                         else:
                             stack.append(bytes(data[start:pos]))
                     elif code == 0x8D:  # BINUNICODE8
