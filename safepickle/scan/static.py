@@ -30,8 +30,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..codec.decode import as_buffer, decode
-from ..codec.opcodes import BY_CODE
+from ..codec.decode import as_buffer, iter_ops
+from ..codec.opcodes import BY_CODE, NAMES
 from ..errors import ForbiddenGlobal, MalformedPickle
 from .report import Extension, PersistentId, PickleReport, Site, Violation
 from .values import (
@@ -54,11 +54,36 @@ BLOB_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY", b"\x1f\x8b", b"BZh", 
                b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 _BLOB_MIN = 16
 
+# A bytes value longer than this keeps only its first bytes on the simulated
+# stack: the simulation needs its type, and messages show 80 bytes at most.
+_PAYLOAD_KEEP = 256
+
 _CALL_WRAPPERS = frozenset({"copyreg:_reconstructor", "copyreg:__newobj__", "copyreg:__newobj_ex__"})
-_PAYLOAD_HEAD = {0x8C: 2, 0x58: 5, 0x8D: 9, 0x43: 2, 0x42: 5, 0x8E: 9, 0x96: 9, 0x54: 5, 0x55: 2}
-_BYTES_OPS = frozenset({0x43, 0x42, 0x8E, 0x96, 0x54, 0x55})
-# BININT1, BININT, BININT2, INT, LONG, LONG1, BINFLOAT, FLOAT
-_NUMBERS = frozenset({0x4B, 0x4A, 0x4D, 0x49, 0x4C, 0x8A, 0x47, 0x46})
+# Bytes before the UTF-8 payload of SHORT_BINUNICODE, BINUNICODE, BINUNICODE8 (opcode and length).
+_PAYLOAD_HEAD = {0x8C: 2, 0x58: 5, 0x8D: 9}
+# What EMPTY_TUPLE, NONE, NEWTRUE and NEWFALSE push.
+_CONST = {0x29: (), 0x4E: None, 0x88: True, 0x89: False}
+
+# The walk dispatches on a class per opcode byte, the frequent classes first;
+# the rare opcodes (class _C_OTHER) are told apart by their byte.
+(_C_NUMBER, _C_PUT, _C_TEXT, _C_TUPLE_N, _C_CONST, _C_MARK, _C_GET, _C_EMPTY, _C_FILL_MARK, _C_FILL,
+ _C_COLLECT, _C_BYTES, _C_PY2STR, _C_OTHER) = range(14)
+_CLASS_OF = {
+    _C_NUMBER: (0x4B, 0x4A, 0x4D, 0x49, 0x4C, 0x8A, 0x47, 0x46),  # BININT1 BININT BININT2 INT LONG LONG1 BINFLOAT FLOAT
+    _C_PUT: (0x94, 0x71, 0x72, 0x70),  # MEMOIZE BINPUT LONG_BINPUT PUT
+    _C_TEXT: (0x8C, 0x58, 0x8D, 0x56),  # SHORT_BINUNICODE BINUNICODE BINUNICODE8 UNICODE
+    _C_TUPLE_N: (0x85, 0x86, 0x87),  # TUPLE1 TUPLE2 TUPLE3
+    _C_CONST: tuple(_CONST),
+    _C_MARK: (0x28,),
+    _C_GET: (0x68, 0x6A, 0x67),  # BINGET LONG_BINGET GET
+    _C_EMPTY: (0x5D, 0x7D, 0x8F),  # EMPTY_LIST EMPTY_DICT EMPTY_SET
+    _C_FILL_MARK: (0x65, 0x75, 0x90),  # APPENDS SETITEMS ADDITEMS
+    _C_FILL: (0x61, 0x73),  # APPEND SETITEM
+    _C_COLLECT: (0x74, 0x6C, 0x64, 0x91, 0x31, 0x6F),  # TUPLE LIST DICT FROZENSET POP_MARK OBJ
+    _C_BYTES: (0x43, 0x42, 0x8E, 0x96),  # SHORT_BINBYTES BINBYTES BINBYTES8 BYTEARRAY8 (lazy: the length)
+    _C_PY2STR: (0x54, 0x55, 0x53),  # BINSTRING SHORT_BINSTRING STRING
+}
+_CLASS = tuple(next((c for c, codes in _CLASS_OF.items() if b in codes), _C_OTHER) for b in range(256))
 
 
 class Judge:
@@ -248,165 +273,163 @@ class _Walker:
         frame_end = -1
         ops = rep.opcodes
         encoding = self.judge.encoding
+        classes = _CLASS
+        push = stack.append
         try:
-            for offset, opc, arg, end in decode(buf, pos):
-                code = opc.code
+            for offset, code, arg, end in iter_ops(buf, pos, lazy_bytes=True):
                 ops += 1
                 if ops > max_ops:
-                    self.limit("max_ops", offset, opc.name, f"more than {max_ops} opcodes")
-
-                if code in _NUMBERS:  # the most frequent: the argument is the value
-                    stack.append(arg)
-                elif code == 0x8C or code == 0x58 or code == 0x8D or code == 0x56:
-                    # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE
-                    alloc += len(arg) if code == 0x56 else end - offset - _PAYLOAD_HEAD[code]
-                    if alloc > max_alloc:
-                        self.limit("max_alloc_bytes", offset, opc.name, f"{alloc} bytes of strings and bytes")
-                    stack.append(arg)
-                elif code == 0x94 or code == 0x71 or code == 0x72 or code == 0x70:
-                    # MEMOIZE, BINPUT, LONG_BINPUT, PUT
+                    self.limit("max_ops", offset, NAMES[code], f"more than {max_ops} opcodes")
+                c = classes[code]
+                if c == _C_NUMBER:  # the argument is the value
+                    push(arg)
+                elif c == _C_PUT:  # MEMOIZE, BINPUT, LONG_BINPUT, PUT
                     if len(stack) <= fence:
-                        raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
+                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
                     idx = len(memo) if code == 0x94 else arg
                     if idx not in memo and (idx >= max_memo or len(memo) >= max_memo):
-                        self.limit("max_memo", offset, opc.name, f"memo index {idx}")
+                        self.limit("max_memo", offset, NAMES[code], f"memo index {idx}")
                     memo[idx] = stack[-1]
-                elif code == 0x68 or code == 0x6A or code == 0x67:  # BINGET, LONG_BINGET, GET
-                    if arg not in memo:
-                        raise self.malformed(offset, opc.name, "memo-missing", f"Memo value not found at index {arg}")
-                    stack.append(memo[arg])
-                elif code == 0x8B:  # LONG4
-                    alloc += end - offset
+                elif c == _C_TEXT:  # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE
+                    alloc += len(arg) if code == 0x56 else end - offset - _PAYLOAD_HEAD[code]
                     if alloc > max_alloc:
-                        self.limit("max_alloc_bytes", offset, opc.name, f"{alloc} bytes of strings and bytes")
-                    stack.append(arg)
-                elif code == 0x28:  # MARK
+                        self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
+                    push(arg)
+                elif c == _C_TUPLE_N:  # TUPLE1, TUPLE2, TUPLE3
+                    n = code - 0x84
+                    if len(stack) - n < fence:
+                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
+                    value = tuple(stack[-n:])
+                    del stack[-n:]
+                    push(value)
+                elif c == _C_CONST:  # EMPTY_TUPLE, NONE, NEWTRUE, NEWFALSE
+                    push(_CONST[code])
+                elif c == _C_MARK:
                     if len(marks) >= max_depth:
-                        self.limit("max_depth", offset, opc.name, f"more than {max_depth} nested MARKs")
+                        self.limit("max_depth", offset, "MARK", f"more than {max_depth} nested MARKs")
                     fence = len(stack)
                     marks.append(fence)
-                elif code in _BYTES_OPS or code == 0x53:
-                    # SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8, BINSTRING, SHORT_BINSTRING, STRING
-                    n = len(arg)
-                    alloc += n
-                    if alloc > max_alloc:
-                        self.limit("max_alloc_bytes", offset, opc.name, f"{alloc} bytes of strings and bytes")
-                    if n >= _BLOB_MIN and code != 0x53 and bytes(arg[:6]).startswith(BLOB_MAGICS):
-                        out.blobs.append((end - n, n))
-                    if code >= 0x53 and code <= 0x55:  # py2 str, decoded as the VM does
-                        if encoding != "bytes":
-                            try:
-                                arg = arg.decode(encoding, self.judge.errors)
-                            except (UnicodeDecodeError, LookupError) as e:
-                                raise self.malformed(offset, opc.name, "bad-argument",
-                                                     f"py2 string could not be decoded with encoding={encoding!r}: "
-                                                     f"{e}") from None
-                    stack.append(arg)
-                elif code == 0x5D:  # EMPTY_LIST
-                    stack.append(ListValue())
-                elif code == 0x7D:  # EMPTY_DICT
-                    stack.append(DictValue())
-                elif code == 0x29:  # EMPTY_TUPLE
-                    stack.append(())
-                elif code == 0x8F:  # EMPTY_SET
-                    stack.append(Built("set"))
-                elif code == 0x4E:  # NONE
-                    stack.append(None)
-                elif code == 0x88:  # NEWTRUE
-                    stack.append(True)
-                elif code == 0x89:  # NEWFALSE
-                    stack.append(False)
-                elif code == 0x65 or code == 0x75 or code == 0x90:  # APPENDS, SETITEMS, ADDITEMS
+                elif c == _C_GET:  # BINGET, LONG_BINGET, GET
+                    if arg not in memo:
+                        raise self.malformed(offset, NAMES[code], "memo-missing",
+                                             f"Memo value not found at index {arg}")
+                    push(memo[arg])
+                elif c == _C_EMPTY:  # EMPTY_LIST, EMPTY_DICT, EMPTY_SET
+                    push(ListValue() if code == 0x5D else DictValue() if code == 0x7D else Built("set"))
+                elif c == _C_FILL_MARK:  # APPENDS, SETITEMS, ADDITEMS
                     if not marks:
-                        raise self.malformed(offset, opc.name, "no-mark", "could not find MARK")
+                        raise self.malformed(offset, NAMES[code], "no-mark", "could not find MARK")
                     k = marks.pop()
                     fence = marks[-1] if marks else 0
                     if k <= fence:
-                        raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
+                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
                     items = stack[k:]
                     del stack[k:]
-                    self._fill(offset, opc.name, stack[-1], items)
-                elif code == 0x61 or code == 0x73:  # APPEND, SETITEM
+                    self._fill(offset, NAMES[code], stack[-1], items)
+                elif c == _C_FILL:  # APPEND, SETITEM
                     need = 2 if code == 0x61 else 3
                     if len(stack) - (need - 1) <= fence:
-                        raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
+                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
                     items = stack[-(need - 1):]
                     del stack[-(need - 1):]
-                    self._fill(offset, opc.name, stack[-1], items)
-                elif code == 0x85 or code == 0x86 or code == 0x87:  # TUPLE1, TUPLE2, TUPLE3
-                    n = code - 0x84
-                    if len(stack) - n < fence:
-                        raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
-                    value = tuple(stack[-n:])
-                    del stack[-n:]
-                    stack.append(value)
-                elif code == 0x74 or code == 0x6C or code == 0x64 or code == 0x91 or code == 0x31 or code == 0x6F:
-                    # TUPLE, LIST, DICT, FROZENSET, POP_MARK, OBJ: everything above the MARK
+                    self._fill(offset, NAMES[code], stack[-1], items)
+                elif c == _C_COLLECT:  # TUPLE, LIST, DICT, FROZENSET, POP_MARK, OBJ: everything above the MARK
                     if not marks:
-                        raise self.malformed(offset, opc.name, "no-mark", "could not find MARK")
+                        raise self.malformed(offset, NAMES[code], "no-mark", "could not find MARK")
                     k = marks.pop()
                     fence = marks[-1] if marks else 0
                     n = len(stack) - k
                     if n > max_container:
-                        self.limit("max_container", offset, opc.name, f"{n} items in one container")
+                        self.limit("max_container", offset, NAMES[code], f"{n} items in one container")
                     items = stack[k:]
                     del stack[k:]
-                    if code == 0x31:
-                        continue
-                    stack.append(self._collect(offset, opc.name, code, items))
+                    if code != 0x31:
+                        push(self._collect(offset, NAMES[code], code, items))
+                elif c == _C_BYTES:  # SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8: ``arg`` is the length
+                    n = arg
+                    first = end - n
+                    alloc += n
+                    if alloc > max_alloc:
+                        self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
+                    if n >= _BLOB_MIN and bytes(buf[first:first + 6]).startswith(BLOB_MAGICS):
+                        out.blobs.append((first, n))
+                    # Only the value's type and first bytes matter to the simulation (messages
+                    # show 80 bytes at most): a large payload is never copied.
+                    raw = buf[first:end] if n <= _PAYLOAD_KEEP else buf[first:first + _PAYLOAD_KEEP]
+                    push(bytearray(raw) if code == 0x96 else bytes(raw))
+                elif c == _C_PY2STR:  # BINSTRING, SHORT_BINSTRING, STRING: decoded as the VM does
+                    n = len(arg)
+                    alloc += n
+                    if alloc > max_alloc:
+                        self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
+                    if n >= _BLOB_MIN and code != 0x53 and bytes(arg[:6]).startswith(BLOB_MAGICS):
+                        out.blobs.append((end - n, n))
+                    if encoding != "bytes":
+                        try:
+                            arg = arg.decode(encoding, self.judge.errors)
+                        except (UnicodeDecodeError, LookupError) as e:
+                            raise self.malformed(offset, NAMES[code], "bad-argument",
+                                                 f"py2 string could not be decoded with encoding={encoding!r}: "
+                                                 f"{e}") from None
+                    push(arg)
+                elif code == 0x8B:  # LONG4
+                    alloc += end - offset
+                    if alloc > max_alloc:
+                        self.limit("max_alloc_bytes", offset, "LONG4", f"{alloc} bytes of strings and bytes")
+                    push(arg)
                 elif code == 0x30:  # POP
                     if marks and marks[-1] == len(stack):
                         marks.pop()
                         fence = marks[-1] if marks else 0
                     elif len(stack) <= fence:
-                        raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
+                        raise self.malformed(offset, "POP", "stack-underflow", "unpickling stack underflow")
                     else:
                         stack.pop()
                 elif code == 0x32:  # DUP
                     if len(stack) <= fence:
-                        raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
-                    stack.append(stack[-1])
+                        raise self.malformed(offset, "DUP", "stack-underflow", "unpickling stack underflow")
+                    push(stack[-1])
                 elif code == 0x63:  # GLOBAL
-                    stack.append(GlobalValue(self.site(offset, opc.name, arg[0], arg[1])))
+                    push(GlobalValue(self.site(offset, "GLOBAL", arg[0], arg[1])))
                 elif code == 0x93:  # STACK_GLOBAL
                     if len(stack) - 2 < fence:
-                        raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
+                        raise self.malformed(offset, "STACK_GLOBAL", "stack-underflow", "unpickling stack underflow")
                     name = stack.pop()
                     module = stack.pop()
-                    stack.append(self._stack_global(offset, module, name))
+                    push(self._stack_global(offset, module, name))
                 elif code == 0x69:  # INST
                     if not marks:
-                        raise self.malformed(offset, opc.name, "no-mark", "could not find MARK")
+                        raise self.malformed(offset, "INST", "no-mark", "could not find MARK")
                     k = marks.pop()
                     fence = marks[-1] if marks else 0
                     args = tuple(stack[k:])
                     del stack[k:]
-                    s = self.site(offset, opc.name, arg[0], arg[1])
+                    s = self.site(offset, "INST", arg[0], arg[1])
                     s.uses.append(("constructed", offset))
-                    stack.append(Made(s, s, args))
+                    push(Made(s, s, args))
                 elif code == 0x52:  # REDUCE
                     if len(stack) - 2 < fence:
-                        raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
+                        raise self.malformed(offset, "REDUCE", "stack-underflow", "unpickling stack underflow")
                     args = stack.pop()
                     stack[-1] = self._reduce(offset, stack[-1], args)
                 elif code == 0x81 or code == 0x92:  # NEWOBJ, NEWOBJ_EX
                     n = 2 if code == 0x81 else 3
                     if len(stack) - n < fence:
-                        raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
+                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
                     kwargs = stack.pop() if code == 0x92 else None
                     args = stack.pop()
                     cls = stack.pop()
-                    stack.append(self._newobj(offset, opc.name, cls, args, kwargs))
+                    push(self._newobj(offset, NAMES[code], cls, args, kwargs))
                 elif code == 0x62:  # BUILD
                     if len(stack) - 2 < fence:
-                        raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
+                        raise self.malformed(offset, "BUILD", "stack-underflow", "unpickling stack underflow")
                     state = stack.pop()
                     resume = self._build(offset, end, frame_end, stack[-1], state)
                     if resume is not None:
                         return resume
                 elif code == 0x2E:  # STOP
                     if len(stack) <= fence:
-                        raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
+                        raise self.malformed(offset, "STOP", "stack-underflow", "unpickling stack underflow")
                     value = stack.pop()
                     if type(value) is int:
                         out.result = value
@@ -414,40 +437,42 @@ class _Walker:
                     return -1
                 elif code == 0x80:  # PROTO
                     if arg > 5:
-                        raise self.malformed(offset, opc.name, "bad-argument", f"unsupported pickle protocol: {arg}")
+                        raise self.malformed(offset, "PROTO", "bad-argument", f"unsupported pickle protocol: {arg}")
                     if rep.protocol is None:
                         rep.protocol = arg
                     self.proto = arg
                 elif code == 0x95:  # FRAME
                     if arg > max_input:
-                        self.limit("max_input_bytes", offset, opc.name, f"frame of {arg} bytes")
+                        self.limit("max_input_bytes", offset, "FRAME", f"frame of {arg} bytes")
                     frame_end = end + arg
                 elif code == 0x82 or code == 0x83 or code == 0x84:  # EXT1, EXT2, EXT4
-                    stack.append(self._extension(offset, opc.name, arg))
+                    push(self._extension(offset, NAMES[code], arg))
                 elif code == 0x51 or code == 0x50:  # BINPERSID, PERSID
                     if code == 0x51:
                         if len(stack) <= fence:
-                            raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
+                            raise self.malformed(offset, "BINPERSID", "stack-underflow", "unpickling stack underflow")
                         pid = stack.pop()
                     else:
                         pid = arg
-                    stack.append(self._persistent(offset, opc.name, pid))
+                    push(self._persistent(offset, NAMES[code], pid))
                 elif code == 0x97:  # NEXT_BUFFER
                     rep.buffers.append(offset)
-                    stack.append(Opaque("out-of-band buffer"))
+                    push(Opaque("out-of-band buffer"))
                 elif code == 0x98:  # READONLY_BUFFER
                     if len(stack) <= fence:
-                        raise self.malformed(offset, opc.name, "stack-underflow", "unpickling stack underflow")
+                        raise self.malformed(offset, "READONLY_BUFFER", "stack-underflow",
+                                             "unpickling stack underflow")
                     top = stack[-1]
                     if type(top) is bytearray:
                         stack[-1] = Built("memoryview")
                     elif vm_built(top) and type(top) is not bytes \
                             and not (type(top) is Built and top.kind == "memoryview"):
-                        raise self.malformed(offset, opc.name, "bad-argument",
+                        raise self.malformed(offset, "READONLY_BUFFER", "bad-argument",
                                              f"READONLY_BUFFER on a {describe(top)}, not a buffer")
                 else:  # the decoder yields only the table's opcodes; one it does not know here is a bug
-                    raise self.malformed(offset, opc.name, "internal", f"the scanner does not handle {opc.name}")
-            return -1  # not reached: decode() ends with STOP or raises
+                    raise self.malformed(offset, NAMES[code], "internal",
+                                         f"the scanner does not handle {NAMES[code]}")
+            return -1  # not reached: the decoder ends with STOP or raises
         finally:
             rep.opcodes = ops
             self.alloc = alloc
