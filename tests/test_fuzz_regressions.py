@@ -196,8 +196,6 @@ class _Pipe:
         return self._buf.readline(n)
 
 
-@pytest.mark.xfail(strict=True, reason="VM: opcodes re-run after the stream reader fetched more bytes are counted "
-                                       "twice against max_ops")
 def test_max_ops_counts_each_opcode_once_when_loading_from_a_stream():
     policy = safepickle.Policy.model_validate(
         {"name": "ops-300", "extends": ["data-only"], "limits": {"max_ops": 300}})

@@ -214,6 +214,7 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                         bound = end
                     op_start = pos
                     if pos >= bound:
+                        ops += 1  # counted like every opcode: the retry below takes it back
                         raise Truncated(pos + 1)
                     code = view[pos]
                     ops += 1
@@ -784,7 +785,9 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     raise MalformedPickle("opcode straddles the end of its frame", rule="frame-straddle") from None
                 if feeder is None:
                     raise MalformedPickle("pickle data was truncated", rule="truncated") from None
-                # Fetch more and run the same opcode again: nothing changed yet.
+                # Fetch more and run the same opcode again: nothing changed yet,
+                # and it will be counted again.
+                ops -= 1
                 data = feeder.more(data, op_start, t.need)
                 view = data
                 base += op_start
