@@ -116,7 +116,7 @@ def _pop_to(stack: list, k: cython.longlong) -> None:
     the list's storage where ``del`` of a slice allocates a scratch buffer and
     shrinks it (12% of a load of small records); many items go with ``del``,
     as pops would fall off Cython's fast path once the list is half empty."""
-    if len(stack) - k > 8:
+    if len(stack) - k > 64:
         del stack[k:]
         return
     while len(stack) > k:
