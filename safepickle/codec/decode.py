@@ -136,18 +136,18 @@ def iter_ops(data: Any, start: int = 0, *, lazy_bytes: bool = False) -> Iterator
     end = len(buf)
     pos = start
     frame_end = -1  # end of the current frame, -1 outside frames
-    limit = end  # no opcode may end past this: the frame's end, or the data's
+    limit = end  # no opcode may end past this: the current frame's end, or the data's
     kinds = _KIND
     while True:
-        if pos == frame_end:
-            frame_end = -1
-            limit = end
-        if pos >= end:
-            raise MalformedPickle("pickle data was truncated before STOP", offset=pos, rule="truncated")
+        if pos >= limit:  # one test per opcode for the frame's end and the data's
+            if pos == frame_end:
+                frame_end = -1
+                limit = end
+            if pos >= end:
+                raise MalformedPickle("pickle data was truncated before STOP", offset=pos, rule="truncated")
         code = buf[pos]
         k = kinds[code]
-        if k == _NOARG:
-            # One byte: cannot straddle (pos < limit here).
+        if k == _NOARG:  # one byte: it cannot straddle, pos < limit
             yield pos, code, None, pos + 1
             if code == 0x2E:  # STOP
                 return
@@ -155,10 +155,11 @@ def iter_ops(data: Any, start: int = 0, *, lazy_bytes: bool = False) -> Iterator
             continue
         if k == _U1:
             stop = pos + 2
-            if stop <= end:
-                arg = buf[pos + 1]
-            else:
-                arg, stop = _shared(code, buf, pos, end)
+            if stop <= limit:
+                yield pos, code, buf[pos + 1], stop
+                pos = stop
+                continue
+            arg, stop = _shared(code, buf, pos, end)  # truncated: refuses; else straddles, below
         elif k == _FIXED:
             stop = pos + 1 + _WIDTH[code]
             if stop <= end:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import stat
 from typing import Any
 
 from .report import (
@@ -49,6 +50,22 @@ __all__ = [
 
 # Files at least this large are mapped rather than read.
 MMAP_MIN = 1 << 20
+# Files are read in pieces of this size until the end (or until MMAP_MIN).
+_CHUNK = 1 << 16
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+# The container layer, imported on the first scan (it pulls in the codec,
+# zip and decompression readers: ``import safepickle`` need not).
+_scan_buffer: Any = None
+
+
+def _buffer_scanner() -> Any:
+    global _scan_buffer
+    if _scan_buffer is None:
+        from .containers import scan_buffer
+
+        _scan_buffer = scan_buffer
+    return _scan_buffer
 
 
 def judge_for(policy: Any = None, *, fix_imports: bool = True, encoding: str = "ASCII",
@@ -86,13 +103,16 @@ def scan(
     names.  Raises ``OSError`` when a path cannot be read, and the policy's
     errors when the policy cannot be loaded; never anything for any bytes.
     """
-    from .containers import scan_buffer
-
+    scan_buffer = _scan_buffer or _buffer_scanner()
     if judge is None:
         judge = judge_for(policy, fix_imports=fix_imports, encoding=encoding, errors=errors)
+    kind = type(data_or_path)
+    if kind is bytes:
+        return scan_buffer(data_or_path, judge, source=source or "<bytes>")
+    if kind is str:
+        return _scan_path(data_or_path, judge, source)
     if isinstance(data_or_path, (bytes, bytearray, memoryview)):
-        buf = data_or_path if type(data_or_path) is bytes else _flat(data_or_path)
-        return scan_buffer(buf, judge, source=source or "<bytes>")
+        return scan_buffer(_flat(data_or_path), judge, source=source or "<bytes>")
     if isinstance(data_or_path, (str, os.PathLike)):
         return _scan_path(os.fspath(data_or_path), judge, source)
     read = getattr(data_or_path, "read", None)
@@ -111,15 +131,47 @@ def _flat(data: Any) -> memoryview:
     return view
 
 
-def _scan_path(path: str, judge: Any, source: str | None) -> ScanReport:
-    from .containers import scan_buffer
+def _read(path: str) -> bytes | mmap.mmap:
+    """The bytes of the file at ``path``; a read-only map of it instead when
+    it is a regular file of at least :data:`MMAP_MIN` bytes.  Read until the
+    end of the file (a pipe or a growing file included), with no ``fstat``
+    for a small one: two ``read`` calls in all."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as e:
+        if e.filename is None:
+            e.filename = path
+        raise
+    try:
+        data = os.read(fd, _CHUNK)
+        if not data:
+            return data
+        more = os.read(fd, _CHUNK)
+        if not more:
+            return data
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size >= MMAP_MIN:
+            return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        parts = [data, more]
+        while more:
+            more = os.read(fd, MMAP_MIN)
+            parts.append(more)
+        return b"".join(parts)
+    except OSError as e:
+        if e.filename is None:
+            e.filename = path
+        raise
+    finally:
+        os.close(fd)
 
+
+def _scan_path(path: str, judge: Any, source: str | None) -> ScanReport:
+    scan_buffer = _scan_buffer or _buffer_scanner()
     name = source or path
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < MMAP_MIN:
-            return scan_buffer(f.read(), judge, source=name)
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    data = _read(path)
+    if type(data) is bytes:
+        return scan_buffer(data, judge, source=name)
+    mm = data
     try:
         view = memoryview(mm)
         try:

@@ -44,9 +44,13 @@ from .report import GlobalRef, PickleReport, ScanReport, Violation
 from .static import Analysis, Judge, analyze
 from .zipread import TooBig, ZipError, find_end_record, read, read_archive
 
-__all__ = ["scan_buffer", "MAX_NESTING", "TORCH_LEGACY_MAGIC"]
+__all__ = ["scan_buffer", "MAX_NESTING", "TORCH_LEGACY_MAGIC", "GC_PAUSE_MIN"]
 
 MAX_NESTING = 16
+# Inputs smaller than this are scanned with the cyclic collector left alone:
+# they cannot allocate enough to make its passes matter, and pausing it costs
+# more than it saves on a small file.
+GC_PAUSE_MIN = 1 << 16
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _TORCH_LEGACY_PICKLES = 5  # magic, protocol version, sys info, the object, storage keys
 _SECONDARY_KINDS = ("global", "dynamic-global")
@@ -410,6 +414,10 @@ def scan_buffer(buf: Any, judge: Judge, *, source: str, visitor: Any = None) -> 
     if len(buf) == 0:
         report.format = "empty"
         report.violations.append(Violation("malformed", "", 0, None, "truncated", "the input is empty: no pickle"))
+        return report
+    if len(buf) < GC_PAUSE_MIN:
+        report.format = w.walk(buf, "", 0, True)
+        _collect(report, w.analyses)
         return report
     # The simulated stack holds as many small containers as a load would:
     # pausing the cyclic collector saves its repeated passes over them.

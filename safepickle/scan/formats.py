@@ -20,7 +20,7 @@ from typing import Any
 
 from .zipread import TooBig
 
-__all__ = ["sniff", "NpyHeader", "npy_header", "decompress", "COMPRESSED", "describe_bytes"]
+__all__ = ["sniff", "MAGICS", "NpyHeader", "npy_header", "decompress", "COMPRESSED", "describe_bytes"]
 
 NPY_MAGIC = b"\x93NUMPY"
 COMPRESSED = ("gzip", "bz2", "xz", "lzma", "zlib", "joblib-zfile", "lz4")
@@ -30,28 +30,37 @@ COMPRESSED = ("gzip", "bz2", "xz", "lzma", "zlib", "joblib-zfile", "lz4")
 NPY_HEADER_MAX = 1 << 20
 
 
+# Leading bytes of each container format, in the order they are tried.  zlib
+# (0x78 and a second byte that makes the pair a multiple of 31) is checked
+# apart; tar's magic is not at the start.
+MAGICS: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),
+    (NPY_MAGIC, "npy"),
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x5d\x00\x00", "lzma"),
+    (b"ZF0x", "joblib-zfile"),
+    (b"\x78", "zlib"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+)
+# A byte no magic starts with (every pickle's first byte, PROTO 0x80, among
+# them) rules out all but tar at once.
+_FIRST_BYTES = frozenset(magic[0] for magic, _kind in MAGICS)
+
+
 def sniff(buf: Any, start: int = 0) -> str | None:
     """The container format the bytes at ``start`` begin with, or None
     (a pickle, or something unknown)."""
-    head = bytes(buf[start:start + 8])
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "zip"
-    if head.startswith(NPY_MAGIC):
-        return "npy"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if head.startswith(b"BZh"):
-        return "bz2"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
-    if head.startswith(b"\x5d\x00\x00"):
-        return "lzma"
-    if head.startswith(b"ZF0x"):
-        return "joblib-zfile"
-    if head[:1] == b"\x78" and len(head) >= 2 and (head[0] << 8 | head[1]) % 31 == 0:
-        return "zlib"
-    if head.startswith(b"\x04\x22\x4d\x18"):
-        return "lz4"
+    if start < len(buf) and buf[start] in _FIRST_BYTES:
+        head = bytes(buf[start:start + 8])
+        for magic, kind in MAGICS:
+            if head.startswith(magic):
+                if kind != "zlib":
+                    return kind
+                if len(head) >= 2 and (head[0] << 8 | head[1]) % 31 == 0:
+                    return kind
     if len(buf) - start >= 512 and bytes(buf[start + 257:start + 262]) == b"ustar":
         return "tar"
     return None
