@@ -69,7 +69,10 @@ class Verdict:
         return f"{self.module}:{self.name}"
 
 
-_UNCALLABLE_KINDS = (
+#: Kinds of object that are code or program structure, never data: the policy
+#: never admits instances of them for BUILD or item assignment, and the VM
+#: never mutates them whatever the policy says.
+CODE_KINDS = (
     type,
     types.ModuleType,
     types.FunctionType,
@@ -463,7 +466,7 @@ class Runtime:
         verdict = self._admits.get(cls)
         if verdict is None:
             # Everything below depends on the type only, so one answer per type.
-            verdict = not issubclass(cls, _UNCALLABLE_KINDS) and self._admits_type(cls)
+            verdict = not issubclass(cls, CODE_KINDS) and self._admits_type(cls)
             with self._lock:
                 self._admits[cls] = verdict
         return verdict

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import time
-import types
 from pickle import PickleBuffer
 from typing import Any
 
@@ -24,28 +23,9 @@ from ..errors import (
     MalformedPickle,
     SafePickleError,
 )
+from ..policy.resolver import CODE_KINDS
 
 __all__ = ["LoadContext"]
-
-# Objects BUILD and item assignment never act on, whatever the policy says.
-_NEVER_MUTATED = (
-    type,
-    types.ModuleType,
-    types.FunctionType,
-    types.BuiltinFunctionType,
-    types.MethodType,
-    types.CodeType,
-    types.FrameType,
-    types.MethodWrapperType,
-    types.WrapperDescriptorType,
-    types.MethodDescriptorType,
-    types.ClassMethodDescriptorType,
-    types.GetSetDescriptorType,
-    types.MemberDescriptorType,
-    staticmethod,
-    classmethod,
-    property,
-)
 
 # Deadline checks inside long opcodes: every this many items.
 _CHUNK = 256
@@ -317,7 +297,7 @@ class LoadContext:
     # -- acting on objects the VM did not build -------------------------------
 
     def _check_target(self, obj: Any, use: str) -> None:
-        if isinstance(obj, _NEVER_MUTATED):
+        if isinstance(obj, CODE_KINDS):
             module, name = _describe(obj)
             raise ForbiddenGlobal(module, name, f"{use} on a {name} object is never allowed",
                                   policy=self.policy_name, rule=f"{use.lower()}-target")
