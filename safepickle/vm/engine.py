@@ -513,7 +513,9 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                             else:
                                 stack.append(PyBytes_FromStringAndSize(ptr, pos - start))
                         elif code == 0x96:
-                            stack.append(bytearray(data[start:pos]))
+                            # through a view: slicing bytes first would copy twice
+                            with memoryview(data) as whole:
+                                stack.append(bytearray(whole[start:pos]))
                         else:
                             stack.append(bytes(data[start:pos]))
                     elif code == 0x8D:  # BINUNICODE8
