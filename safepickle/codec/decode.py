@@ -137,7 +137,7 @@ def iter_ops(data: Any, start: int = 0, *, lazy_bytes: bool = False) -> Iterator
     pos = start
     frame_end = -1  # end of the current frame, -1 outside frames
     limit = end  # no opcode may end past this: the current frame's end, or the data's
-    kinds = _KIND
+    kinds, widths, unpacks = _KIND, _WIDTH, _UNPACK  # locals: the loop reads them for every opcode
     while True:
         if pos >= limit:  # one test per opcode for the frame's end and the data's
             if pos == frame_end:
@@ -161,9 +161,9 @@ def iter_ops(data: Any, start: int = 0, *, lazy_bytes: bool = False) -> Iterator
                 continue
             arg, stop = _shared(code, buf, pos, end)  # truncated: refuses; else straddles, below
         elif k == _FIXED:
-            stop = pos + 1 + _WIDTH[code]
+            stop = pos + 1 + widths[code]
             if stop <= end:
-                arg = _UNPACK[code](buf, pos + 1)[0]
+                arg = unpacks[code](buf, pos + 1)[0]
             else:
                 arg, stop = _shared(code, buf, pos, end)
             if code == 0x95:  # FRAME
@@ -180,11 +180,11 @@ def iter_ops(data: Any, start: int = 0, *, lazy_bytes: bool = False) -> Iterator
                 pos = stop
                 continue
         elif k <= _BYTES:  # _TEXT or _BYTES
-            w = _WIDTH[code]
+            w = widths[code]
             first = pos + 1 + w
             n = -1
             if first <= end:
-                n = buf[pos + 1] if w == 1 else _UNPACK[code](buf, pos + 1)[0]
+                n = buf[pos + 1] if w == 1 else unpacks[code](buf, pos + 1)[0]
                 stop = first + n
             if n < 0 or stop > end:
                 # Truncated: the shared reader says so, in its words.

@@ -432,36 +432,41 @@ def _collect(report: ScanReport, analyses: list[tuple[Analysis, bool]]) -> None:
     by_name: dict[tuple[str, str], GlobalRef] = {}
     seen_sites: set[tuple[str, int, str]] = set()
     seen_violations: set[tuple[str, str, int | None, str]] = set()
-    container_violations = list(report.violations)
-    report.violations = []
+    container_violations = report.violations
+    report.violations = violations = []
+    pickles = report.pickles
+    notes = report.notes
     for a, primary in analyses:
         rep: PickleReport = a.report
-        rep.primary = primary and rep.primary
-        report.pickles.append(rep)
+        rep.primary = primary = primary and rep.primary
+        pickles.append(rep)
         for site in rep.sites:
+            if site.module is None:
+                continue
             key = (site.part, site.offset, site.opcode)
-            if key in seen_sites or site.module is None:
+            if key in seen_sites:
                 continue
             seen_sites.add(key)
-            ref = by_name.get((site.module, site.name))
+            name = (site.module, site.name)
+            ref = by_name.get(name)
             if ref is None:
-                ref = GlobalRef(site.module, site.name, site.allowed, site.rule, site.message)
-                by_name[(site.module, site.name)] = ref
+                ref = by_name[name] = GlobalRef(site.module, site.name, site.allowed, site.rule, site.message)
             elif ref.allowed and not site.allowed:
                 ref.allowed, ref.rule, ref.message = False, site.rule, site.message
             ref.sites.append(site)
-        found = list(rep.violations)
+        found = rep.violations
         if rep.malformed is not None:
-            found.append(rep.malformed)
+            found = [*found, rep.malformed]
         for v in found:
-            if rep.primary or v.kind in _SECONDARY_KINDS:
+            if primary or v.kind in _SECONDARY_KINDS:
                 key2 = (v.kind, v.part, v.offset, v.rule)
                 if key2 not in seen_violations:
                     seen_violations.add(key2)
-                    report.violations.append(v)
+                    violations.append(v)
             else:
                 where = f"{v.part} " if v.part else ""
-                report.notes.append(f"{where}({rep.view} reading) {v.kind} at offset {v.offset}: {v.message}")
-        report.notes.extend(f"{rep.part}: {n}" if rep.part else n for n in rep.notes)
-    report.violations.extend(container_violations)
+                notes.append(f"{where}({rep.view} reading) {v.kind} at offset {v.offset}: {v.message}")
+        if rep.notes:
+            notes.extend(f"{rep.part}: {n}" if rep.part else n for n in rep.notes)
+    violations.extend(container_violations)
     report.globals = list(by_name.values())

@@ -59,10 +59,13 @@ _BLOB_MIN = 16
 _PAYLOAD_KEEP = 256
 
 _CALL_WRAPPERS = frozenset({"copyreg:_reconstructor", "copyreg:__newobj__", "copyreg:__newobj_ex__"})
-# Bytes before the UTF-8 payload of SHORT_BINUNICODE, BINUNICODE, BINUNICODE8 (opcode and length).
-_PAYLOAD_HEAD = {0x8C: 2, 0x58: 5, 0x8D: 9}
+# Bytes before the UTF-8 payload of SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
+# (opcode and length), by opcode byte.
+_PAYLOAD_HEAD = tuple({0x8C: 2, 0x58: 5, 0x8D: 9}.get(b, 0) for b in range(256))
 # What EMPTY_TUPLE, NONE, NEWTRUE and NEWFALSE push.
 _CONST = {0x29: (), 0x4E: None, 0x88: True, 0x89: False}
+# Values that are always usable as a dict key or set item (``key_problem`` is None).
+_PLAIN_KEYS = frozenset({str, int, float, bool, bytes, type(None)})
 
 # The walk dispatches on a class per opcode byte, the frequent classes first;
 # the rare opcodes (class _C_OTHER) are told apart by their byte.
@@ -136,7 +139,7 @@ class _Stop(Exception):
 
 def _is_joblib_wrapper(site: Any) -> bool:
     module, name = site.module, site.name
-    if module is None:
+    if module is None or not name.endswith("NumpyArrayWrapper"):
         return False
     return name.rsplit(".", 1)[-1] == "NumpyArrayWrapper" and (
         module == "joblib" or module.startswith("joblib.") or ".joblib" in module)
@@ -287,11 +290,11 @@ class _Walker:
                     if len(stack) <= fence:
                         raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
                     idx = len(memo) if code == 0x94 else arg
-                    if idx not in memo and (idx >= max_memo or len(memo) >= max_memo):
+                    if (idx >= max_memo or len(memo) >= max_memo) and idx not in memo:
                         self.limit("max_memo", offset, NAMES[code], f"memo index {idx}")
                     memo[idx] = stack[-1]
                 elif c == _C_TEXT:  # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE
-                    alloc += len(arg) if code == 0x56 else end - offset - _PAYLOAD_HEAD[code]
+                    alloc += end - offset - _PAYLOAD_HEAD[code] if code != 0x56 else len(arg)
                     if alloc > max_alloc:
                         self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
                     push(arg)
@@ -323,16 +326,23 @@ class _Walker:
                     fence = marks[-1] if marks else 0
                     if k <= fence:
                         raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
-                    items = stack[k:]
-                    del stack[k:]
-                    self._fill(offset, NAMES[code], stack[-1], items)
+                    target = stack[k - 1]
+                    if code == 0x65 and type(target) is ListValue:  # APPENDS to a list: only the count matters
+                        target.n += len(stack) - k
+                        del stack[k:]
+                        if target.n > max_container:
+                            self.limit("max_container", offset, "APPENDS", f"{target.n} items in one list")
+                    else:
+                        items = stack[k:]
+                        del stack[k:]
+                        self._fill(offset, code, target, items)
                 elif c == _C_FILL:  # APPEND, SETITEM
                     need = 2 if code == 0x61 else 3
                     if len(stack) - (need - 1) <= fence:
                         raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
                     items = stack[-(need - 1):]
                     del stack[-(need - 1):]
-                    self._fill(offset, NAMES[code], stack[-1], items)
+                    self._fill(offset, code, stack[-1], items)
                 elif c == _C_COLLECT:  # TUPLE, LIST, DICT, FROZENSET, POP_MARK, OBJ: everything above the MARK
                     if not marks:
                         raise self.malformed(offset, NAMES[code], "no-mark", "could not find MARK")
@@ -534,7 +544,8 @@ class _Walker:
             s = func.site
             s.uses.append(("called", offset))
             cls = s
-            if s.qualified in _CALL_WRAPPERS and type(args) is tuple and args and type(args[0]) is GlobalValue:
+            if s.module == "copyreg" and s.qualified in _CALL_WRAPPERS and type(args) is tuple and args \
+                    and type(args[0]) is GlobalValue:
                 cls = args[0].site
                 cls.uses.append(("constructed", offset))
             return Made(s, cls, args)
@@ -566,14 +577,12 @@ class _Walker:
         if code == 0x64:
             if len(items) & 1:
                 raise self.malformed(offset, opcode, "bad-stack", "odd number of items for DICT")
+            self._check_keys(offset, opcode, items[::2])
             d = DictValue()
-            for i in range(0, len(items), 2):
-                self._check_key(offset, opcode, items[i])
-                d.put(items[i], items[i + 1])
+            d.put_pairs(items)
             return d
         if code == 0x91:
-            for item in items:
-                self._check_key(offset, opcode, item)
+            self._check_keys(offset, opcode, items)
             return Built("frozenset")
         # OBJ: the class just above the mark, then its arguments
         if not items:
@@ -586,6 +595,12 @@ class _Walker:
             self._refuse_use(offset, opcode, "call-target", cls, "OBJ")
         return Made(None, None, tuple(items[1:]))
 
+    def _check_keys(self, offset: int, opcode: str, keys: list) -> None:
+        """Refuse, as the VM would, keys or set items it could not hash."""
+        for key in keys:
+            if type(key) not in _PLAIN_KEYS:
+                self._check_key(offset, opcode, key)
+
     def _check_key(self, offset: int, opcode: str, key: Any) -> None:
         problem = key_problem(key, self.limits.max_depth)
         if problem == "unhashable":
@@ -593,28 +608,28 @@ class _Walker:
         if problem == "deep":
             self.limit("max_depth", offset, opcode, "a key made of tuples nested deeper than max_depth")
 
-    def _fill(self, offset: int, opcode: str, target: Any, items: list) -> None:
-        """APPEND(S), SETITEM(S), ADDITEMS into ``target``."""
+    def _fill(self, offset: int, code: int, target: Any, items: list) -> None:
+        """APPEND(S), SETITEM(S), ADDITEMS (by opcode byte) into ``target``."""
         n = len(items)
         t = type(target)
+        opcode = NAMES[code]
         max_container = self.limits.max_container
-        if opcode in ("APPEND", "APPENDS"):
+        if code == 0x61 or code == 0x65:  # APPEND, APPENDS
             if t is ListValue:
                 target.n += n
                 if target.n > max_container:
                     self.limit("max_container", offset, opcode, f"{target.n} items in one list")
-            elif n or opcode == "APPEND":
+            elif n or code == 0x61:
                 self._use_on(offset, opcode, "append-target", target, "APPEND")
             return
-        if opcode in ("SETITEM", "SETITEMS"):
+        if code == 0x73 or code == 0x75:  # SETITEM, SETITEMS
             if n & 1:
                 raise self.malformed(offset, opcode, "bad-stack", "odd number of items for SETITEMS")
             if t is DictValue:
                 if n // 2 > max_container:
                     self.limit("max_container", offset, opcode, f"{n // 2} items in one dict")
-                for i in range(0, n, 2):
-                    self._check_key(offset, opcode, items[i])
-                    target.put(items[i], items[i + 1])
+                self._check_keys(offset, opcode, items[::2])
+                target.put_pairs(items)
             elif n:
                 self._use_on(offset, opcode, "setitem-target", target, "SETITEM")
             return
@@ -622,8 +637,7 @@ class _Walker:
         if t is Built and target.kind == "set":
             if n > max_container:
                 self.limit("max_container", offset, opcode, f"{n} items in one set")
-            for item in items:
-                self._check_key(offset, opcode, item)
+            self._check_keys(offset, opcode, items)
         elif n:
             self._use_on(offset, opcode, "additems-target", target, "ADDITEMS")
 

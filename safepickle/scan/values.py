@@ -20,6 +20,8 @@ __all__ = ["GlobalValue", "Made", "Opaque", "ListValue", "DictValue", "Built", "
 # A dict keeps at most this many known items (enough for BUILD state of the
 # joblib array wrapper); beyond that only its length is counted.
 DICT_TRACK = 64
+# Keys whose items a dict keeps.
+_TRACKED = frozenset({str, int, bytes})
 
 
 class GlobalValue:
@@ -81,8 +83,17 @@ class DictValue:
 
     def put(self, key: Any, value: Any) -> None:
         self.n += 1
-        if type(key) in (str, int, bytes) and (key in self.items or len(self.items) < DICT_TRACK):
+        if type(key) in _TRACKED and (key in self.items or len(self.items) < DICT_TRACK):
             self.items[key] = value
+
+    def put_pairs(self, flat: list) -> None:
+        """``put`` every (key, value) pair of ``flat`` (key, value, key, value...)."""
+        self.n += len(flat) >> 1
+        items = self.items
+        for i in range(0, len(flat) - 1, 2):
+            key = flat[i]
+            if type(key) in _TRACKED and (key in items or len(items) < DICT_TRACK):
+                items[key] = flat[i + 1]
 
 
 class Built:
