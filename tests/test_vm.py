@@ -387,3 +387,24 @@ def test_containers_count_against_the_allocation_budget():
     # ordinary data stays far below the default budget
     value = [{"k": [1, 2, 3], "s": {1}} for _ in range(10_000)]
     assert safepickle.loads(pickle.dumps(value, 4)) == value
+
+
+def test_gc_pause_keeps_the_applications_frozen_objects_frozen():
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        safepickle.loads(pickle.dumps([{"a": [1]} for _ in range(1000)], 4))
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    assert gc.isenabled()
+
+
+def test_gc_pause_leaves_the_loaded_objects_in_the_oldest_generation():
+    gc.collect()
+    value = safepickle.loads(pickle.dumps([[i] for i in range(5000)], 4))
+    assert gc.get_freeze_count() == 0
+    young = gc.get_count()[0]
+    assert young < 5000  # the 5001 lists were not left in generation 0
+    assert len(value) == 5000
