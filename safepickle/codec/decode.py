@@ -138,6 +138,8 @@ def iter_ops(data: Any, start: int = 0, *, lazy_bytes: bool = False) -> Iterator
     frame_end = -1  # end of the current frame, -1 outside frames
     limit = end  # no opcode may end past this: the current frame's end, or the data's
     kinds, widths, unpacks = _KIND, _WIDTH, _UNPACK  # locals: the loop reads them for every opcode
+    # UTF-8 text from a slice: bytes.decode is the quicker call; a memoryview slice has none.
+    text = bytes.decode if type(buf) is bytes else str
     while True:
         if pos >= limit:  # one test per opcode for the frame's end and the data's
             if pos == frame_end:
@@ -191,7 +193,7 @@ def iter_ops(data: Any, start: int = 0, *, lazy_bytes: bool = False) -> Iterator
                 arg, stop = _shared(code, buf, pos, end)
             elif k == _TEXT:
                 try:
-                    arg = str(buf[first:stop], "utf-8", "surrogatepass")
+                    arg = text(buf[first:stop], "utf-8", "surrogatepass")
                 except UnicodeDecodeError:
                     arg, stop = _shared(code, buf, pos, end)  # refuses, with the reader's message
             elif lazy_bytes:
