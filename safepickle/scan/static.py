@@ -67,8 +67,9 @@ _CONST = {0x29: (), 0x4E: None, 0x88: True, 0x89: False}
 # Values that are always usable as a dict key or set item (``key_problem`` is None).
 _PLAIN_KEYS = frozenset({str, int, float, bool, bytes, type(None)})
 
-# The walk dispatches on a class per opcode byte, the frequent classes first;
-# the rare opcodes (class _C_OTHER) are told apart by their byte.
+# The walk dispatches on a class per opcode byte: the frequent classes
+# (_C_NUMBER to _C_EMPTY) first, behind one test; the rare opcodes (class
+# _C_OTHER) are told apart by their byte.
 (_C_NUMBER, _C_PUT, _C_TEXT, _C_TUPLE_N, _C_CONST, _C_MARK, _C_GET, _C_EMPTY, _C_FILL_MARK, _C_FILL,
  _C_COLLECT, _C_BYTES, _C_PY2STR, _C_OTHER) = range(14)
 _CLASS_OF = {
@@ -284,41 +285,42 @@ class _Walker:
                 if ops > max_ops:
                     self.limit("max_ops", offset, NAMES[code], f"more than {max_ops} opcodes")
                 c = classes[code]
-                if c == _C_NUMBER:  # the argument is the value
-                    push(arg)
-                elif c == _C_PUT:  # MEMOIZE, BINPUT, LONG_BINPUT, PUT
-                    if len(stack) <= fence:
-                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
-                    idx = len(memo) if code == 0x94 else arg
-                    if (idx >= max_memo or len(memo) >= max_memo) and idx not in memo:
-                        self.limit("max_memo", offset, NAMES[code], f"memo index {idx}")
-                    memo[idx] = stack[-1]
-                elif c == _C_TEXT:  # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE
-                    alloc += end - offset - _PAYLOAD_HEAD[code] if code != 0x56 else len(arg)
-                    if alloc > max_alloc:
-                        self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
-                    push(arg)
-                elif c == _C_TUPLE_N:  # TUPLE1, TUPLE2, TUPLE3
-                    n = code - 0x84
-                    if len(stack) - n < fence:
-                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
-                    value = tuple(stack[-n:])
-                    del stack[-n:]
-                    push(value)
-                elif c == _C_CONST:  # EMPTY_TUPLE, NONE, NEWTRUE, NEWFALSE
-                    push(_CONST[code])
-                elif c == _C_MARK:
-                    if len(marks) >= max_depth:
-                        self.limit("max_depth", offset, "MARK", f"more than {max_depth} nested MARKs")
-                    fence = len(stack)
-                    marks.append(fence)
-                elif c == _C_GET:  # BINGET, LONG_BINGET, GET
-                    if arg not in memo:
-                        raise self.malformed(offset, NAMES[code], "memo-missing",
-                                             f"Memo value not found at index {arg}")
-                    push(memo[arg])
-                elif c == _C_EMPTY:  # EMPTY_LIST, EMPTY_DICT, EMPTY_SET
-                    push(ListValue() if code == 0x5D else DictValue() if code == 0x7D else Built("set"))
+                if c <= _C_EMPTY:  # the frequent classes: one test skips them all for the others
+                    if c == _C_NUMBER:  # the argument is the value
+                        push(arg)
+                    elif c == _C_PUT:  # MEMOIZE, BINPUT, LONG_BINPUT, PUT
+                        if len(stack) <= fence:
+                            raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
+                        idx = len(memo) if code == 0x94 else arg
+                        if (idx >= max_memo or len(memo) >= max_memo) and idx not in memo:
+                            self.limit("max_memo", offset, NAMES[code], f"memo index {idx}")
+                        memo[idx] = stack[-1]
+                    elif c == _C_TEXT:  # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE
+                        alloc += end - offset - _PAYLOAD_HEAD[code] if code != 0x56 else len(arg)
+                        if alloc > max_alloc:
+                            self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
+                        push(arg)
+                    elif c == _C_TUPLE_N:  # TUPLE1, TUPLE2, TUPLE3
+                        n = code - 0x84
+                        if len(stack) - n < fence:
+                            raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
+                        value = tuple(stack[-n:])
+                        del stack[-n:]
+                        push(value)
+                    elif c == _C_CONST:  # EMPTY_TUPLE, NONE, NEWTRUE, NEWFALSE
+                        push(_CONST[code])
+                    elif c == _C_MARK:
+                        if len(marks) >= max_depth:
+                            self.limit("max_depth", offset, "MARK", f"more than {max_depth} nested MARKs")
+                        fence = len(stack)
+                        marks.append(fence)
+                    elif c == _C_GET:  # BINGET, LONG_BINGET, GET
+                        if arg not in memo:
+                            raise self.malformed(offset, NAMES[code], "memo-missing",
+                                                 f"Memo value not found at index {arg}")
+                        push(memo[arg])
+                    else:  # EMPTY_LIST, EMPTY_DICT, EMPTY_SET
+                        push(ListValue() if code == 0x5D else DictValue() if code == 0x7D else Built("set"))
                 elif c == _C_FILL_MARK:  # APPENDS, SETITEMS, ADDITEMS
                     if not marks:
                         raise self.malformed(offset, NAMES[code], "no-mark", "could not find MARK")
@@ -336,13 +338,6 @@ class _Walker:
                         items = stack[k:]
                         del stack[k:]
                         self._fill(offset, code, target, items)
-                elif c == _C_FILL:  # APPEND, SETITEM
-                    need = 2 if code == 0x61 else 3
-                    if len(stack) - (need - 1) <= fence:
-                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
-                    items = stack[-(need - 1):]
-                    del stack[-(need - 1):]
-                    self._fill(offset, code, stack[-1], items)
                 elif c == _C_COLLECT:  # TUPLE, LIST, DICT, FROZENSET, POP_MARK, OBJ: everything above the MARK
                     if not marks:
                         raise self.malformed(offset, NAMES[code], "no-mark", "could not find MARK")
@@ -367,6 +362,59 @@ class _Walker:
                     # show 80 bytes at most): a large payload is never copied.
                     raw = buf[first:end] if n <= _PAYLOAD_KEEP else buf[first:first + _PAYLOAD_KEEP]
                     push(bytearray(raw) if code == 0x96 else bytes(raw))
+                elif code == 0x93:  # STACK_GLOBAL
+                    if len(stack) - 2 < fence:
+                        raise self.malformed(offset, "STACK_GLOBAL", "stack-underflow", "unpickling stack underflow")
+                    name = stack.pop()
+                    module = stack.pop()
+                    push(self._stack_global(offset, module, name))
+                elif code == 0x52:  # REDUCE
+                    if len(stack) - 2 < fence:
+                        raise self.malformed(offset, "REDUCE", "stack-underflow", "unpickling stack underflow")
+                    args = stack.pop()
+                    stack[-1] = self._reduce(offset, stack[-1], args)
+                elif code == 0x62:  # BUILD
+                    if len(stack) - 2 < fence:
+                        raise self.malformed(offset, "BUILD", "stack-underflow", "unpickling stack underflow")
+                    state = stack.pop()
+                    resume = self._build(offset, end, frame_end, stack[-1], state)
+                    if resume is not None:
+                        return resume
+                elif code == 0x63:  # GLOBAL
+                    push(GlobalValue(self.site(offset, "GLOBAL", arg[0], arg[1])))
+                elif c == _C_FILL:  # APPEND, SETITEM
+                    need = 2 if code == 0x61 else 3
+                    if len(stack) - (need - 1) <= fence:
+                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
+                    items = stack[-(need - 1):]
+                    del stack[-(need - 1):]
+                    self._fill(offset, code, stack[-1], items)
+                elif code == 0x2E:  # STOP
+                    if len(stack) <= fence:
+                        raise self.malformed(offset, "STOP", "stack-underflow", "unpickling stack underflow")
+                    value = stack.pop()
+                    if type(value) is int:
+                        out.result = value
+                    rep.end = end
+                    return -1
+                elif code == 0x80:  # PROTO
+                    if arg > 5:
+                        raise self.malformed(offset, "PROTO", "bad-argument", f"unsupported pickle protocol: {arg}")
+                    if rep.protocol is None:
+                        rep.protocol = arg
+                    self.proto = arg
+                elif code == 0x95:  # FRAME
+                    if arg > max_input:
+                        self.limit("max_input_bytes", offset, "FRAME", f"frame of {arg} bytes")
+                    frame_end = end + arg
+                elif code == 0x81 or code == 0x92:  # NEWOBJ, NEWOBJ_EX
+                    n = 2 if code == 0x81 else 3
+                    if len(stack) - n < fence:
+                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
+                    kwargs = stack.pop() if code == 0x92 else None
+                    args = stack.pop()
+                    cls = stack.pop()
+                    push(self._newobj(offset, NAMES[code], cls, args, kwargs))
                 elif c == _C_PY2STR:  # BINSTRING, SHORT_BINSTRING, STRING: decoded as the VM does
                     n = len(arg)
                     alloc += n
@@ -399,14 +447,6 @@ class _Walker:
                     if len(stack) <= fence:
                         raise self.malformed(offset, "DUP", "stack-underflow", "unpickling stack underflow")
                     push(stack[-1])
-                elif code == 0x63:  # GLOBAL
-                    push(GlobalValue(self.site(offset, "GLOBAL", arg[0], arg[1])))
-                elif code == 0x93:  # STACK_GLOBAL
-                    if len(stack) - 2 < fence:
-                        raise self.malformed(offset, "STACK_GLOBAL", "stack-underflow", "unpickling stack underflow")
-                    name = stack.pop()
-                    module = stack.pop()
-                    push(self._stack_global(offset, module, name))
                 elif code == 0x69:  # INST
                     if not marks:
                         raise self.malformed(offset, "INST", "no-mark", "could not find MARK")
@@ -417,44 +457,6 @@ class _Walker:
                     s = self.site(offset, "INST", arg[0], arg[1])
                     s.uses.append(("constructed", offset))
                     push(Made(s, s, args))
-                elif code == 0x52:  # REDUCE
-                    if len(stack) - 2 < fence:
-                        raise self.malformed(offset, "REDUCE", "stack-underflow", "unpickling stack underflow")
-                    args = stack.pop()
-                    stack[-1] = self._reduce(offset, stack[-1], args)
-                elif code == 0x81 or code == 0x92:  # NEWOBJ, NEWOBJ_EX
-                    n = 2 if code == 0x81 else 3
-                    if len(stack) - n < fence:
-                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
-                    kwargs = stack.pop() if code == 0x92 else None
-                    args = stack.pop()
-                    cls = stack.pop()
-                    push(self._newobj(offset, NAMES[code], cls, args, kwargs))
-                elif code == 0x62:  # BUILD
-                    if len(stack) - 2 < fence:
-                        raise self.malformed(offset, "BUILD", "stack-underflow", "unpickling stack underflow")
-                    state = stack.pop()
-                    resume = self._build(offset, end, frame_end, stack[-1], state)
-                    if resume is not None:
-                        return resume
-                elif code == 0x2E:  # STOP
-                    if len(stack) <= fence:
-                        raise self.malformed(offset, "STOP", "stack-underflow", "unpickling stack underflow")
-                    value = stack.pop()
-                    if type(value) is int:
-                        out.result = value
-                    rep.end = end
-                    return -1
-                elif code == 0x80:  # PROTO
-                    if arg > 5:
-                        raise self.malformed(offset, "PROTO", "bad-argument", f"unsupported pickle protocol: {arg}")
-                    if rep.protocol is None:
-                        rep.protocol = arg
-                    self.proto = arg
-                elif code == 0x95:  # FRAME
-                    if arg > max_input:
-                        self.limit("max_input_bytes", offset, "FRAME", f"frame of {arg} bytes")
-                    frame_end = end + arg
                 elif code == 0x82 or code == 0x83 or code == 0x84:  # EXT1, EXT2, EXT4
                     push(self._extension(offset, NAMES[code], arg))
                 elif code == 0x51 or code == 0x50:  # BINPERSID, PERSID
