@@ -350,6 +350,42 @@ def test_large_bytes_holding_a_pickle_are_still_scanned():
     assert "os:system" in [g.qualified for g in report.globals]
 
 
+# -- the op budget: counted, checked only where it can be reached ------------------------------
+
+
+def _ops_policy(max_ops: int):
+    from safepickle.policy import Policy
+
+    return Policy.model_validate({"name": f"ops-{max_ops}", "extends": ["data-only"], "limits": {"max_ops": max_ops}})
+
+
+@pytest.mark.parametrize("data", [pickle.dumps(list(range(40)), 2), pickle.dumps({"a": (1, 2), "b": [None]}, 4),
+                                  pickle.dumps(["x"] * 5, 0), b"N0" * 20 + b"N."],
+                         ids=["p2", "p4-frame", "p0", "one-byte-opcodes"])
+def test_max_ops_is_reported_at_the_first_opcode_past_it(data):
+    offsets = [op.offset for op in decode(data)]
+    n = len(offsets)
+    for max_ops in (1, n - 2, n - 1, n, n + 1, len(data), 10 * len(data)):
+        report = scan(data, policy=_ops_policy(max_ops))
+        assert report.pickles[0].opcodes == n
+        over = [v for v in report.violations if v.rule == "limits.max_ops"]
+        if n > max_ops:
+            assert [(v.offset, v.opcode) for v in over] == [(offsets[max_ops], NAMES[data[offsets[max_ops]]])]
+            with pytest.raises(SafePickleError):
+                safepickle.loads(data, policy=_ops_policy(max_ops))
+        else:
+            assert over == [] and report.ok
+            safepickle.loads(data, policy=_ops_policy(max_ops))
+
+
+def test_max_ops_counts_across_pickles_one_after_another():
+    one = pickle.dumps([1, 2, 3], 2)
+    n = len(list(decode(one)))
+    report = scan(one * 3, policy=_ops_policy(n))
+    assert [p.opcodes for p in report.pickles] == [n, n, n]
+    assert not [v for v in report.violations if v.rule == "limits.max_ops"]  # the budget is per pickle
+
+
 # -- sniffing and reading ---------------------------------------------------------------------
 
 

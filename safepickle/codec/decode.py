@@ -164,6 +164,10 @@ def iter_ops(data: Any, start: int = 0, *, lazy_bytes: bool = False) -> Iterator
             arg, stop = _shared(code, buf, pos, end)  # truncated: refuses; else straddles, below
         elif k == _FIXED:
             stop = pos + 1 + widths[code]
+            if stop <= limit and code != 0x95:
+                yield pos, code, unpacks[code](buf, pos + 1)[0], stop
+                pos = stop
+                continue
             if stop <= end:
                 arg = unpacks[code](buf, pos + 1)[0]
             else:

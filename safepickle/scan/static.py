@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from ..codec.decode import as_buffer, iter_ops
@@ -280,10 +281,11 @@ class _Walker:
         classes = _CLASS
         push = stack.append
         try:
-            for offset, code, arg, end in iter_ops(buf, pos, lazy_bytes=True):
-                ops += 1
-                if ops > max_ops:
-                    self.limit("max_ops", offset, NAMES[code], f"more than {max_ops} opcodes")
+            it = iter_ops(buf, pos, lazy_bytes=True)
+            if max_ops - ops < len(buf) - pos:  # the limit is within reach (an opcode is at least one byte)
+                it = self._past_max_ops(it, max_ops - ops)
+            # ``ops`` counts the opcodes walked (read in ``finally``)
+            for ops, (offset, code, arg, end) in enumerate(it, ops + 1):  # noqa: B007, B020
                 c = classes[code]
                 if c <= _C_EMPTY:  # the frequent classes: one test skips them all for the others
                     if c == _C_NUMBER:  # the argument is the value
@@ -488,6 +490,15 @@ class _Walker:
         finally:
             rep.opcodes = ops
             self.alloc = alloc
+
+    def _past_max_ops(self, it: Any, budget: int) -> Any:
+        """The opcodes of ``it``; the first one past the ``budget`` left under
+        ``max_ops`` is reported (the walk counts them, never checks them)."""
+        yield from islice(it, max(budget, 0))
+        for op in it:
+            self.limit("max_ops", op[0], NAMES[op[1]], f"more than {self.limits.max_ops} opcodes")
+            yield op
+            yield from it
 
     # -- opcodes with more to say ---------------------------------------------------
 
