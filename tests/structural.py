@@ -36,7 +36,7 @@ def same_structure(a: Any, b: Any) -> bool:
         if isinstance(x, (list, tuple)):
             if len(x) != len(y):
                 return False
-            stack.extend(zip(x, y))
+            stack.extend(zip(x, y, strict=True))
         elif isinstance(x, dict):
             if list(x.keys()) != list(y.keys()):
                 return False
