@@ -322,9 +322,7 @@ def _collisions(keys: list[object], limits: Limits, what: str) -> None:
 def _keys_of(value: object) -> list[object] | None:
     """The keys a constructor will hash, when they can collide in a fresh
     table (a dict or set argument to dict()/set() is copied without compares)."""
-    if type(value) in (list, tuple, str, bytes):
-        return list(value)  # type: ignore[call-overload]
-    if type(value) in (set, frozenset, dict):
+    if type(value) in (list, tuple, str, bytes, set, frozenset, dict):
         return list(value)  # type: ignore[call-overload]
     return None
 
@@ -561,15 +559,6 @@ def _type(ctx: GuardContext) -> CallGuard:
         _no_kwargs(kwargs, "type")
         if len(args) != 1:
             raise GuardViolation("type() is only accepted with one argument (type(x)); it never creates classes")
-        return 0
-
-    return guard
-
-
-def _object(ctx: GuardContext) -> CallGuard:
-    def guard(args: tuple, kwargs: dict | None, limits: Limits) -> int:
-        _no_kwargs(kwargs, "object")
-        _arity(args, 0, 0, "object")
         return 0
 
     return guard
@@ -944,7 +933,7 @@ CALL_GUARDS: dict[str, tuple[Callable[[GuardContext], CallGuard], str | None]] =
     "builtins:bool": (_bool, "__new__"),
     "builtins:range": (_range, "__new__"),
     "builtins:type": (_type, "__new__"),
-    "builtins:object": (_object, None),
+    "builtins:object": (_no_args("object"), None),
     "fractions:Fraction": (_fraction, "__new__"),
     "collections:deque": (_deque, "__init__"),
     "collections:Counter": (_counter, "__init__"),
