@@ -67,9 +67,8 @@ class StreamFeeder:
         ``keep_from``: up to absolute position ``need`` of ``data``, or (``need``
         of -1) at least one more line.  Raises MalformedPickle at end of file."""
         kept = bytes(data[keep_from:])
-        consumed_before = self.total - len(data)  # absolute offset of data[0]
         if need < 0:
-            return kept + self._more_line(consumed_before + len(data))
+            return kept + self._more_line()
         want = need - len(data)  # bytes still missing
         room = self.max_input - self.total
         pieces = [kept]
@@ -91,7 +90,7 @@ class StreamFeeder:
             self._check_room(self.total + want - got)
         return b"".join(pieces)
 
-    def _more_line(self, at: int) -> bytes:
+    def _more_line(self) -> bytes:
         room = self.max_input - self.total
         if room <= 0:
             self._check_room(self.total + 1)
