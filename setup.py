@@ -39,6 +39,7 @@ GENERATED = Path("build") / "cython-src"  # relative: setuptools wants relative 
 COMPILED_MODULES = {
     "safepickle.vm._engine_c": "safepickle/vm/engine.py",
     "safepickle.vm._actions_c": "safepickle/vm/actions.py",
+    "safepickle.scan._static_c": "safepickle/scan/static.py",
 }
 
 # Per-module Cython directives, written as a header line into the copy.

@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 
 import safepickle
+from safepickle.scan import _walk_select, static
+from safepickle.scan._walk_select import walker_kind
 from safepickle.vm import _engine_select, engine, engine_kind
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,9 +37,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBE = textwrap.dedent("""
     import pickle, safepickle
     from safepickle.vm import _engine_select
+    from safepickle.scan import _walk_select
     data = pickle.dumps({"a": [1, 2.5, "x", b"y", (None, True)], "b": 2**70}, 5)
     assert safepickle.loads(data) == pickle.loads(data)
-    print(safepickle.vm.engine_kind(), type(_engine_select.run).__name__, safepickle.__file__)
+    assert not safepickle.scan(data).violations
+    print(safepickle.vm.engine_kind(), type(_engine_select.run).__name__, safepickle.__file__,
+          _walk_select.walker_kind())
 """)
 
 
@@ -55,8 +60,8 @@ def _probe(cwd: Path, python: str = sys.executable, **env: str) -> list[str]:
 
 
 def test_pure_python_env_gives_the_interpreted_engine():
-    kind, run_type, _ = _probe(ROOT, SAFEPICKLE_PURE_PYTHON="1")
-    assert kind == "python"
+    kind, run_type, _, walker = _probe(ROOT, SAFEPICKLE_PURE_PYTHON="1")
+    assert kind == walker == "python"
     assert run_type == "function"  # engine.run as written in engine.py, not an extension function
 
 
@@ -65,8 +70,9 @@ def test_the_engine_in_use_is_the_expected_one():
     the compiled VM must be the one that runs (unless the run is the
     SAFEPICKLE_PURE_PYTHON=1 pass)."""
     if os.environ.get("SAFEPICKLE_PURE_PYTHON") == "1":
-        assert engine_kind() == "python"
+        assert engine_kind() == walker_kind() == "python"
         assert _engine_select.run is engine.run
+        assert _walk_select.analyze is static.analyze
         return
     if os.environ.get("SAFEPICKLE_EXPECT_COMPILED") != "1":
         pytest.skip("SAFEPICKLE_EXPECT_COMPILED is not set: this run does not promise a compiled build "
@@ -74,9 +80,12 @@ def test_the_engine_in_use_is_the_expected_one():
     assert engine_kind() == "compiled", _engine_select.skipped_reason()
     assert _engine_select.skipped_reason() is None
     assert not isinstance(_engine_select.run, types.FunctionType)  # an extension function
+    assert walker_kind() == "compiled", _walk_select.skipped_reason()
+    assert not isinstance(_walk_select.analyze, types.FunctionType)
+    from safepickle.scan import _static_c
     from safepickle.vm import _actions_c, _engine_c
 
-    for mod in (_engine_c, _actions_c):
+    for mod in (_engine_c, _actions_c, _static_c):
         assert Path(mod.__file__).suffix in (".so", ".pyd"), mod.__file__
     data = pickle.dumps([{"k": i, "v": str(i)} for i in range(100)], 5)
     assert safepickle.loads(data) == pickle.loads(data)
@@ -92,30 +101,31 @@ def _copy_package(dest: Path) -> Path:
     return target
 
 
-@pytest.mark.parametrize("stale", ["engine", "actions", None])
+@pytest.mark.parametrize("stale", ["engine", "actions", "static", None])
 def test_a_compiled_module_from_other_sources_is_never_run(tmp_path, stale):
     """Stand-ins for the compiled modules (plain Python, so the test needs no
     compiler) carrying the SHA-256 of their sources, or a wrong one: only a
-    matching pair is taken as the compiled engine."""
+    module compiled from the source beside it is run."""
     import hashlib
 
-    vm = _copy_package(tmp_path) / "vm"
-    for name, source in (("_engine_c", "engine"), ("_actions_c", "actions")):
-        text = (vm / f"{source}.py").read_text()
-        digest = hashlib.sha256((vm / f"{source}.py").read_bytes()).hexdigest()
+    package = _copy_package(tmp_path)
+    folders = {"engine": "vm", "actions": "vm", "static": "scan"}
+    for name, source in (("_engine_c", "engine"), ("_actions_c", "actions"), ("_static_c", "static")):
+        path = package / folders[source] / f"{source}.py"
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if stale == source:
             digest = hashlib.sha256(b"an older " + digest.encode()).hexdigest()
-        (vm / f"{name}.py").write_text(text + f'\n_COMPILED_FROM_SHA256 = "{digest}"\n')
+        path.with_name(f"{name}.py").write_text(path.read_text() + f'\n_COMPILED_FROM_SHA256 = "{digest}"\n')
     proc = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, env=_env(), capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-    kind, _, where = proc.stdout.split()
+    kind, _, where, walker = proc.stdout.split()
     assert Path(where).is_relative_to(tmp_path)
+    assert kind == ("python" if stale in ("engine", "actions") else "compiled")
+    assert walker == ("python" if stale == "static" else "compiled")
     if stale:
-        assert kind == "python"
-        assert "RuntimeWarning" in proc.stderr and f"safepickle/vm/{stale}.py" in proc.stderr
+        assert "RuntimeWarning" in proc.stderr and f"safepickle/{folders[stale]}/{stale}.py" in proc.stderr
     else:
-        assert kind == "compiled"
         assert proc.stderr == ""
 
 
@@ -155,8 +165,8 @@ def test_wheel_carries_the_compiled_vm_and_loads_in_a_fresh_venv(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (wheel,) = dist.glob("safepickle-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("_engine_c", "_actions_c"):
-        assert any(n.startswith(f"safepickle/vm/{module}.") and n.endswith((".so", ".pyd")) for n in names), names
+    for module in ("vm/_engine_c", "vm/_actions_c", "scan/_static_c"):
+        assert any(n.startswith(f"safepickle/{module}.") and n.endswith((".so", ".pyd")) for n in names), names
     assert "safepickle/vm/engine.py" in names  # the interpreted build ships beside it
 
     venv = tmp_path / "venv"
@@ -167,15 +177,15 @@ def test_wheel_carries_the_compiled_vm_and_loads_in_a_fresh_venv(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     work = tmp_path / "elsewhere"  # not the source tree: the installed copy must be the one imported
     work.mkdir()
-    kind, run_type, where = _probe(work, python)
-    assert kind == "compiled" and run_type != "function"
+    kind, run_type, where, walker = _probe(work, python)
+    assert kind == walker == "compiled" and run_type != "function"
     assert "site-packages" in where and Path(where).is_relative_to(venv)
-    kind, _, _ = _probe(work, python, SAFEPICKLE_PURE_PYTHON="1")
-    assert kind == "python"
+    kind, _, _, walker = _probe(work, python, SAFEPICKLE_PURE_PYTHON="1")
+    assert kind == walker == "python"
     proc = subprocess.run([python, "-m", "safepickle", "--version"], cwd=work, env=_env(), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "engine: compiled" in proc.stdout.splitlines()
+    assert {"engine: compiled", "scanner: compiled"} <= set(proc.stdout.splitlines())
 
 
 def test_the_interpreted_engine_runs_without_cython(tmp_path):
@@ -319,3 +329,56 @@ def test_every_integer_limit_the_model_accepts_fits_the_compiled_vm():
     for data in (pickle.dumps([{"a": (1, 2.5)}, "x" * 300, b"y"], 5), b"\x80\x05\x95\xff\xff\xff\xff\xff\xff\xff\x7f"):
         a, b = _outcome(engine.run, data, policy, {}), _outcome(compiled, data, policy, {})
         assert _same(a, b), (a, b)
+
+
+# -- the two builds of the scanner's walk agree ---------------------------------------
+
+
+def _compiled_analyze():
+    if _walk_select.walker_kind() != "compiled":
+        if os.environ.get("SAFEPICKLE_EXPECT_COMPILED") == "1" and os.environ.get("SAFEPICKLE_PURE_PYTHON") != "1":
+            raise AssertionError(_walk_select.skipped_reason())
+        try:
+            from safepickle.scan import _static_c
+        except ImportError:
+            pytest.skip("the compiled scanner is not built here (python setup.py build_ext --inplace)")
+        if _walk_select.skipped_reason() != f"{_engine_select.PURE_ENV}=1":
+            pytest.skip(f"the compiled scanner is not usable: {_walk_select.skipped_reason()}")
+        return _static_c.analyze
+    return _walk_select.analyze
+
+
+def _scan_outcome(analyze, data: bytes, judge) -> dict:
+    a = analyze(data, 0, judge)
+    return {"report": a.report.to_dict(), "result": a.result, "blobs": a.blobs, "joblib": a.joblib_wrappers,
+            "nested": [n.report.to_dict() for n in a.nested]}
+
+
+def test_both_builds_of_the_scanner_agree():
+    """Real pickles, their truncations and mutations, and the hostile corpus:
+    the same report from both builds, to the last offset and message."""
+    compiled = _compiled_analyze()
+    import random
+
+    from safepickle.scan import judge_for
+    from tests.hostile_corpus import CASES
+
+    judges = {name: judge_for(name) for name in ("data-only", "stdlib", "numpy-only")}
+    rnd = random.Random(7)
+    checked = 0
+    for data in _real_streams():
+        variants = [data, data[: len(data) // 2]]
+        for _ in range(6):
+            i = rnd.randrange(len(data))
+            variants.append(data[:i] + bytes([rnd.randrange(256)]) + data[i + 1:])
+        for v in variants:
+            judge = judges["stdlib"]
+            assert _scan_outcome(static.analyze, v, judge) == _scan_outcome(compiled, v, judge), v
+            checked += 1
+    for case in CASES:
+        if not isinstance(case.policy, str):
+            continue
+        judge = judges[case.policy] if case.policy in judges else judge_for(case.policy)
+        assert _scan_outcome(static.analyze, case.data, judge) == _scan_outcome(compiled, case.data, judge), case.name
+        checked += 1
+    assert checked > 1000

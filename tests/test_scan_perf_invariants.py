@@ -31,13 +31,14 @@ from safepickle.codec.decode import INLINE_KINDS, LAZY_KINDS, as_buffer, decode,
 from safepickle.codec.opcodes import BY_CODE, BY_NAME, NAMES, OPCODES
 from safepickle.codec.readers import ARG_KINDS, BadArgument, Truncated
 from safepickle.errors import MalformedPickle, SafePickleError
-from safepickle.scan import MMAP_MIN, scan
+from safepickle.scan import MMAP_MIN, judge_for, scan
 from safepickle.scan import _read as read_path
 from safepickle.scan.formats import MAGICS, sniff
 from safepickle.scan.values import describe
 from tests.hostile_corpus import CASES
 
 ROOT = Path(__file__).resolve().parent.parent
+containers = importlib.import_module("safepickle.scan.containers")
 decode_mod = importlib.import_module("safepickle.codec.decode")  # the module (the package exports the function)
 
 
@@ -486,13 +487,94 @@ def test_the_collector_is_left_as_it_was(enabled):
         gc.enable() if was else gc.disable()
 
 
-def test_the_decoder_is_shared_by_scan_disasm_and_decode():
-    """scan walks iter_ops; disasm and decode() are iter_ops wrapped: one loop."""
-    from safepickle import disasm
-    from safepickle.scan import static
+# Rules of the refusals that decoding makes (the others come from the simulation).
+_DECODE_RULES = {"truncated", "frame-truncated", "frame-nested", "frame-straddle", "unknown-opcode"}
 
-    assert static.iter_ops is iter_ops
+
+def _walk_agrees_with_the_reference(data, judge) -> str:
+    """Check scan's walk (which decodes in its own loop) against the
+    reference decoder on one stream; returns how the walk ended."""
+    ref = reference_decode(data)
+    decoded = [r for r in ref if r[0] != "error"]
+    rep = containers.analyze(data, 0, judge).report
+    ops = rep.opcodes
+    assert ops <= len(decoded)
+    if rep.complete:
+        assert ref[-1][1] == "STOP" and ops == len(decoded) and rep.end == ref[-1][3]
+        return "complete"
+    bad = rep.malformed
+    if bad is not None and ref[-1][0] == "error" and bad.offset == ref[-1][1]:
+        assert ops == len(decoded)
+        assert bad.rule == ref[-1][2]
+        if bad.rule not in ("truncated", "frame-truncated"):  # those get the declared length in their message
+            assert bad.message == ref[-1][3]
+        return "decode error"
+    # stopped by the simulation (stack, mark, memo, extension...) at an opcode the reference decoded
+    assert bad is None or bad.rule not in _DECODE_RULES, (bad, ref[-3:])
+    assert ops > 0 and (bad is None or bad.offset == decoded[ops - 1][0])
+    return "simulation stop"
+
+
+def test_the_scan_walk_decodes_as_the_reference_does():
+    """scan's walk reads the frequent argument kinds in its own loop (no
+    generator per opcode); it must see the opcodes, ends and refusals that
+    the reference decoder sees, on CPython's pickles, the corpora and their
+    mutations, with both kinds of buffer."""
+    judge = judge_for("stdlib")
+    rng = random.Random(20261127)
+    seeds = cpython_streams() + corpus_streams()
+    endings = collections.Counter()
+    for data in seeds:
+        endings[_walk_agrees_with_the_reference(data, judge)] += 1
+        _walk_agrees_with_the_reference(memoryview(bytearray(data)), judge)
+        if len(data) <= 2048:
+            for m in mutations(data, rng, 8):
+                endings[_walk_agrees_with_the_reference(m, judge)] += 1
+    assert min(endings.values()) > 200 and len(endings) == 3, endings
+
+
+def test_disasm_and_decode_share_one_loop():
+    """disasm and decode() are iter_ops wrapped: one loop."""
+    from safepickle import disasm
+
     assert disasm.decode is decode
     data = pickle.dumps({"a": [1, b"x" * 300]}, 4)
     assert [op.offset for op in decode(data)] == [o for o, *_ in iter_ops(data)]
     assert BY_NAME["BINBYTES8"].arg.name in LAZY_KINDS
+
+
+def _names_stream(module: str, name: str, memo_index: int) -> bytes:
+    """protocol 4: module and name as text opcodes chosen by length, the
+    name memoized at ``memo_index`` (BINPUT or LONG_BINPUT) and fetched back
+    (BINGET or LONG_BINGET), then STACK_GLOBAL."""
+
+    def text(s: str) -> bytes:
+        raw = s.encode("utf-8", "surrogatepass")
+        return (b"\x8c" + bytes([len(raw)]) if len(raw) < 256 else b"X" + struct.pack("<I", len(raw))) + raw
+
+    put = b"q" + bytes([memo_index]) if memo_index < 256 else b"r" + struct.pack("<I", memo_index)
+    get = b"h" + bytes([memo_index]) if memo_index < 256 else b"j" + struct.pack("<I", memo_index)
+    return b"\x80\x04" + text(module) + text(name) + put + b"0" + get + b"\x93."
+
+
+@pytest.mark.parametrize("proto", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_the_scan_walk_reads_the_values_it_reads_in_place(proto):
+    """The values the walk reads in place are the decoder's: ints (the
+    result of a stream that is one int), text and memo indices (the names a
+    STACK_GLOBAL reports), GLOBAL lines, floats (in a refusal's message)."""
+    judge = judge_for("data-only")
+    for v in (0, 1, 255, 256, 65535, 65536, 2**31 - 1, -(2**31), -1, 2**31, 2**40):
+        assert containers.analyze(pickle.dumps(v, proto), 0, judge).result == v
+    for module, name, index in (("m", "f", 0), ("é€mod", "\ud800x", 255), ("a" * 255, "b" * 256, 256),
+                                ("pkg.sub", "Cls.inner", 70_000)):
+        site, = containers.analyze(_names_stream(module, name, index), 0, judge).report.sites
+        assert (site.raw_module, site.raw_name) == (module, name)
+    for module, name in (("os", "system"), ("modé", "námé")):
+        data = f"c{module}\n{name}\n)R.".encode()
+        site, = containers.analyze(data, 0, judge).report.sites
+        assert (site.raw_module, site.raw_name) == (module, name)
+    bad = containers.analyze(b"cos\xff\nsystem\n.", 0, judge).report.malformed
+    assert (bad.offset, bad.rule, bad.message) == (0, "bad-argument", "module or name is not UTF-8")
+    for f in (1.5, -0.0, 1e300):
+        rep = containers.analyze(b"G" + struct.pack(">d", f) + b")R.", 0, judge).report
+        assert repr(f) in rep.violations[0].message

@@ -31,7 +31,7 @@ from ..errors import MalformedPickle
 from .opcodes import BY_CODE, NAMES, OPCODES, Opcode
 from .readers import BadArgument, Truncated
 
-__all__ = ["Op", "decode", "iter_ops", "as_buffer", "INLINE_KINDS", "LAZY_KINDS"]
+__all__ = ["Op", "decode", "iter_ops", "read_argument", "as_buffer", "INLINE_KINDS", "LAZY_KINDS"]
 
 
 class Op(NamedTuple):
@@ -213,6 +213,29 @@ def iter_ops(data: Any, start: int = 0, *, lazy_bytes: bool = False) -> Iterator
             _straddle(pos, code)
         yield pos, code, arg, stop
         pos = stop
+
+
+def read_argument(buf: Any, code: int, pos: int, end: int, limit: int) -> tuple[Any, int]:
+    """The argument of the opcode ``code`` at ``buf[pos]`` as its kind's
+    shared reader reads it, and the offset after it; for loops that read the
+    frequent kinds in place (the scanner's walk) and hand this everything
+    else, including every in-place reading that failed.
+
+    ``end`` is the end of the data, ``limit`` the end of the current frame
+    (``end`` outside frames).  Raises :class:`MalformedPickle` as
+    :func:`iter_ops` does: unknown opcode, truncated or ungrammatical
+    argument, or an argument that straddles the frame's end.  An opcode
+    without argument reads as ``(None, pos + 1)``.
+    """
+    k = _KIND[code]
+    if k == _UNKNOWN:
+        raise MalformedPickle(f"invalid load key {code:#04x}", offset=pos, opcode=NAMES[code], rule="unknown-opcode")
+    if k == _NOARG:
+        return None, pos + 1
+    arg, stop = _shared(code, buf, pos, end)
+    if stop > limit:
+        _straddle(pos, code)
+    return arg, stop
 
 
 def _straddle(pos: int, code: int) -> None:

@@ -39,9 +39,10 @@ import zlib
 from typing import Any
 
 from ..vm.gcpause import GCPause
+from ._walk_select import analyze
 from .formats import COMPRESSED, decompress, describe_bytes, npy_header, sniff
 from .report import GlobalRef, PickleReport, ScanReport, Violation
-from .static import Analysis, Judge, analyze
+from .static import Analysis, Judge
 from .zipread import TooBig, ZipError, find_end_record, read, read_archive
 
 __all__ = ["scan_buffer", "MAX_NESTING", "TORCH_LEGACY_MAGIC", "GC_PAUSE_MIN"]

@@ -28,10 +28,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from itertools import islice
+from struct import Struct
 from typing import Any
 
-from ..codec.decode import as_buffer, iter_ops
+try:
+    import cython
+except ImportError:  # Cython is only a build requirement: interpreted, the annotations do nothing
+    from ..vm._cython_shim import cython
+
+from ..codec.decode import as_buffer, read_argument
 from ..codec.opcodes import BY_CODE, NAMES
 from ..errors import ForbiddenGlobal, MalformedPickle
 from .report import Extension, PersistentId, PickleReport, Site, Violation
@@ -47,6 +52,13 @@ from .values import (
     vm_built,
 )
 
+if cython.compiled:
+    # The compiled build (setup.py builds this file as safepickle.scan._static_c)
+    # reads floats and strings with the C functions that ``struct`` and ``str`` use.
+    from cython.cimports.cpython.float import PyFloat_Unpack8
+    from cython.cimports.cpython.unicode import PyUnicode_DecodeUTF8
+    from cython.cimports.libc.string import memchr
+
 __all__ = ["Judge", "Analysis", "analyze", "BLOB_MAGICS"]
 
 # Leading bytes of a bytes value that may hold another pickle or a container:
@@ -60,35 +72,59 @@ _BLOB_MIN = 16
 _PAYLOAD_KEEP = 256
 
 _CALL_WRAPPERS = frozenset({"copyreg:_reconstructor", "copyreg:__newobj__", "copyreg:__newobj_ex__"})
-# Bytes before the UTF-8 payload of SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
-# (opcode and length), by opcode byte.
-_PAYLOAD_HEAD = tuple({0x8C: 2, 0x58: 5, 0x8D: 9}.get(b, 0) for b in range(256))
-# What EMPTY_TUPLE, NONE, NEWTRUE and NEWFALSE push.
-_CONST = {0x29: (), 0x4E: None, 0x88: True, 0x89: False}
 # Values that are always usable as a dict key or set item (``key_problem`` is None).
 _PLAIN_KEYS = frozenset({str, int, float, bool, bytes, type(None)})
+_MISSING = object()
 
-# The walk dispatches on a class per opcode byte: the frequent classes
-# (_C_NUMBER to _C_EMPTY) first, behind one test; the rare opcodes (class
-# _C_OTHER) are told apart by their byte.
-(_C_NUMBER, _C_PUT, _C_TEXT, _C_TUPLE_N, _C_CONST, _C_MARK, _C_GET, _C_EMPTY, _C_FILL_MARK, _C_FILL,
- _C_COLLECT, _C_BYTES, _C_PY2STR, _C_OTHER) = range(14)
-_CLASS_OF = {
-    _C_NUMBER: (0x4B, 0x4A, 0x4D, 0x49, 0x4C, 0x8A, 0x47, 0x46),  # BININT1 BININT BININT2 INT LONG LONG1 BINFLOAT FLOAT
-    _C_PUT: (0x94, 0x71, 0x72, 0x70),  # MEMOIZE BINPUT LONG_BINPUT PUT
-    _C_TEXT: (0x8C, 0x58, 0x8D, 0x56),  # SHORT_BINUNICODE BINUNICODE BINUNICODE8 UNICODE
-    _C_TUPLE_N: (0x85, 0x86, 0x87),  # TUPLE1 TUPLE2 TUPLE3
-    _C_CONST: tuple(_CONST),
-    _C_MARK: (0x28,),
-    _C_GET: (0x68, 0x6A, 0x67),  # BINGET LONG_BINGET GET
-    _C_EMPTY: (0x5D, 0x7D, 0x8F),  # EMPTY_LIST EMPTY_DICT EMPTY_SET
-    _C_FILL_MARK: (0x65, 0x75, 0x90),  # APPENDS SETITEMS ADDITEMS
-    _C_FILL: (0x61, 0x73),  # APPEND SETITEM
-    _C_COLLECT: (0x74, 0x6C, 0x64, 0x91, 0x31, 0x6F),  # TUPLE LIST DICT FROZENSET POP_MARK OBJ
-    _C_BYTES: (0x43, 0x42, 0x8E, 0x96),  # SHORT_BINBYTES BINBYTES BINBYTES8 BYTEARRAY8 (lazy: the length)
-    _C_PY2STR: (0x54, 0x55, 0x53),  # BINSTRING SHORT_BINSTRING STRING
-}
-_CLASS = tuple(next((c for c, codes in _CLASS_OF.items() if b in codes), _C_OTHER) for b in range(256))
+# In-place readings of the fixed-width arguments (the layouts the codec's
+# argument kinds document); the compiled build reads the 4-byte ones itself.
+_U4 = Struct("<I").unpack_from
+_I4 = Struct("<i").unpack_from
+_U8 = Struct("<Q").unpack_from
+_F8 = Struct(">d").unpack_from
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _le32(p: cython.p_const_uchar) -> cython.longlong:
+    """Compiled build only: the little-endian unsigned 32-bit integer at ``p``
+    (what ``_U4`` reads); the caller has checked that the 4 bytes are there."""
+    return (p[0] | (cython.cast(cython.longlong, p[1]) << 8) | (cython.cast(cython.longlong, p[2]) << 16)
+            | (cython.cast(cython.longlong, p[3]) << 24))
+
+
+@cython.cfunc
+def _newline(view: cython.const[cython.uchar][::1], start: cython.longlong,
+             stop: cython.longlong) -> cython.longlong:
+    """Compiled build only: the offset of the first newline in
+    ``view[start:stop]``, or -1."""
+    if start >= stop:
+        return -1
+    p: cython.p_const_uchar = cython.address(view[start])
+    q: cython.p_const_uchar = cython.cast(cython.p_const_uchar, memchr(p, 10, stop - start))
+    return -1 if q == cython.NULL else start + (q - p)
+
+
+@cython.cfunc
+def _global_names(view: cython.const[cython.uchar][::1], pos: cython.longlong, limit: cython.longlong) -> Any:
+    """Compiled build only: ``(module, name, end)`` of the GLOBAL at ``pos``
+    read in place (two newline-ended UTF-8 lines inside ``limit``), or None
+    when the shared reader must read it (and say why it refuses it)."""
+    mid: cython.longlong = _newline(view, pos + 1, limit)
+    if mid < 0:
+        return None
+    stop: cython.longlong = _newline(view, mid + 1, limit)
+    if stop < 0:
+        return None
+    try:
+        module = PyUnicode_DecodeUTF8(cython.cast(cython.p_const_char, cython.address(view[pos + 1])),
+                                      mid - pos - 1, cython.NULL) if mid > pos + 1 else ""
+        name = PyUnicode_DecodeUTF8(cython.cast(cython.p_const_char, cython.address(view[mid + 1])),
+                                    stop - mid - 1, cython.NULL) if stop > mid + 1 else ""
+    except UnicodeDecodeError:
+        return None
+    return module, name, stop + 1
 
 
 class Judge:
@@ -257,10 +293,26 @@ class _Walker:
         n = int.from_bytes(self.buf[off + 1:head], "little", signed=signed)
         return n, len(self.buf) - head
 
+    @cython.locals(
+        pos=cython.longlong, end=cython.longlong, limit=cython.longlong, frame_end=cython.longlong,
+        stop=cython.longlong, first=cython.longlong, n=cython.longlong, k=cython.longlong,
+        fence=cython.longlong, code=cython.int, offset=cython.longlong, ops=cython.longlong, alloc=cython.longlong,
+        report_ops_at=cython.longlong, max_depth=cython.longlong, max_memo=cython.longlong,
+        max_container=cython.longlong, max_alloc=cython.longlong, stack=list, marks=list, memo=dict,
+    )
     def _walk(self, pos: int) -> int:
         """Walk from ``pos``; returns -1 at STOP, or the position to resume
-        decoding at after a joblib array was skipped."""
+        decoding at after a joblib array was skipped.
+
+        Decodes as :func:`~safepickle.codec.decode.iter_ops` does (the same
+        framing rule; the frequent argument kinds read in place, every other
+        one, and every in-place reading that fails, by the codec's shared
+        reader, :func:`~safepickle.codec.decode.read_argument`), in the same
+        loop as the simulation: a generator's cost per opcode was most of a
+        small file's scan.
+        """
         buf = self.buf
+        view: cython.const[cython.uchar][::1] = buf  # compiled: a typed view of the same bytes
         rep = self.rep
         out = self.out
         limits = self.limits
@@ -268,62 +320,199 @@ class _Walker:
         max_memo = limits.max_memo
         max_container = limits.max_container
         max_alloc = limits.max_alloc_bytes
-        max_ops = limits.max_ops
         max_input = limits.max_input_bytes
         stack = self.stack
         marks = self.marks
         memo = self.memo
         fence = marks[-1] if marks else 0
         alloc = self.alloc
-        frame_end = -1
         ops = rep.opcodes
-        encoding = self.judge.encoding
-        classes = _CLASS
-        push = stack.append
+        # The first opcode past max_ops is reported (once: ``ops`` grows by one).
+        report_ops_at = limits.max_ops + 1
+        end = len(buf)
+        limit = end  # no opcode may end past this: the current frame's end, or the data's
+        frame_end = -1
+        # UTF-8 text from a slice (interpreted build): bytes.decode is the quicker call.
+        text = bytes.decode if type(buf) is bytes else str
         try:
-            it = iter_ops(buf, pos, lazy_bytes=True)
-            if max_ops - ops < len(buf) - pos:  # the limit is within reach (an opcode is at least one byte)
-                it = self._past_max_ops(it, max_ops - ops)
-            # ``ops`` counts the opcodes walked (read in ``finally``)
-            for ops, (offset, code, arg, end) in enumerate(it, ops + 1):  # noqa: B007, B020
-                c = classes[code]
-                if c <= _C_EMPTY:  # the frequent classes: one test skips them all for the others
-                    if c == _C_NUMBER:  # the argument is the value
-                        push(arg)
-                    elif c == _C_PUT:  # MEMOIZE, BINPUT, LONG_BINPUT, PUT
-                        if len(stack) <= fence:
-                            raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
-                        idx = len(memo) if code == 0x94 else arg
-                        if (idx >= max_memo or len(memo) >= max_memo) and idx not in memo:
-                            self.limit("max_memo", offset, NAMES[code], f"memo index {idx}")
-                        memo[idx] = stack[-1]
-                    elif c == _C_TEXT:  # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE
-                        alloc += end - offset - _PAYLOAD_HEAD[code] if code != 0x56 else len(arg)
-                        if alloc > max_alloc:
-                            self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
-                        push(arg)
-                    elif c == _C_TUPLE_N:  # TUPLE1, TUPLE2, TUPLE3
-                        n = code - 0x84
-                        if len(stack) - n < fence:
-                            raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
-                        value = tuple(stack[-n:])
-                        del stack[-n:]
-                        push(value)
-                    elif c == _C_CONST:  # EMPTY_TUPLE, NONE, NEWTRUE, NEWFALSE
-                        push(_CONST[code])
-                    elif c == _C_MARK:
-                        if len(marks) >= max_depth:
-                            self.limit("max_depth", offset, "MARK", f"more than {max_depth} nested MARKs")
-                        fence = len(stack)
-                        marks.append(fence)
-                    elif c == _C_GET:  # BINGET, LONG_BINGET, GET
-                        if arg not in memo:
-                            raise self.malformed(offset, NAMES[code], "memo-missing",
-                                                 f"Memo value not found at index {arg}")
-                        push(memo[arg])
-                    else:  # EMPTY_LIST, EMPTY_DICT, EMPTY_SET
-                        push(ListValue() if code == 0x5D else DictValue() if code == 0x7D else Built("set"))
-                elif c == _C_FILL_MARK:  # APPENDS, SETITEMS, ADDITEMS
+            while True:
+                ops += 1  # taken back below when the opcode cannot be decoded
+                if pos >= limit:  # one test per opcode for the frame's end and the data's
+                    if pos == frame_end:
+                        frame_end = -1
+                        limit = end
+                    if pos >= end:
+                        raise MalformedPickle("pickle data was truncated before STOP", offset=pos, rule="truncated")
+                offset = pos
+                code = view[pos]
+                if ops == report_ops_at:  # as the VM does: before the argument is read
+                    self.limit("max_ops", pos, NAMES[code], f"more than {limits.max_ops} opcodes")
+                # -- the frequent opcodes, their arguments read in place ------------------------
+                if code == 0x8C or code == 0x58:  # SHORT_BINUNICODE, BINUNICODE
+                    first = pos + (2 if code == 0x8C else 5)
+                    n = -1
+                    if first <= limit:
+                        if code == 0x8C:
+                            n = view[pos + 1]
+                        elif cython.compiled:
+                            n = _le32(cython.address(view[pos + 1]))
+                        else:
+                            n = _U4(buf, pos + 1)[0]
+                    stop = first + n
+                    if n < 0 or stop > limit:
+                        arg, stop = read_argument(buf, code, pos, end, limit)
+                    else:
+                        try:
+                            if cython.compiled:
+                                arg = PyUnicode_DecodeUTF8(cython.cast(cython.p_const_char, cython.address(
+                                    view[first])), n, "surrogatepass") if n else ""
+                            else:
+                                arg = text(buf[first:stop], "utf-8", "surrogatepass")
+                        except UnicodeDecodeError:
+                            arg, stop = read_argument(buf, code, pos, end, limit)  # refuses, in the reader's words
+                    alloc += stop - first
+                    if alloc > max_alloc:
+                        self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
+                    stack.append(arg)
+                    pos = stop
+                elif code == 0x94:  # MEMOIZE
+                    if len(stack) <= fence:
+                        raise self.malformed(offset, "MEMOIZE", "stack-underflow", "unpickling stack underflow")
+                    n = len(memo)
+                    if n >= max_memo and n not in memo:
+                        self.limit("max_memo", offset, "MEMOIZE", f"memo index {n}")
+                    memo[n] = stack[-1]
+                    pos += 1
+                elif code == 0x71 or code == 0x72:  # BINPUT, LONG_BINPUT
+                    stop = pos + (2 if code == 0x71 else 5)
+                    if stop > limit:
+                        arg, stop = read_argument(buf, code, pos, end, limit)
+                    elif code == 0x71:
+                        arg = view[pos + 1]
+                    elif cython.compiled:
+                        arg = _le32(cython.address(view[pos + 1]))
+                    else:
+                        arg = _U4(buf, pos + 1)[0]
+                    if len(stack) <= fence:
+                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
+                    if (arg >= max_memo or len(memo) >= max_memo) and arg not in memo:
+                        self.limit("max_memo", offset, NAMES[code], f"memo index {arg}")
+                    memo[arg] = stack[-1]
+                    pos = stop
+                elif code == 0x68 or code == 0x6A:  # BINGET, LONG_BINGET
+                    stop = pos + (2 if code == 0x68 else 5)
+                    if stop > limit:
+                        arg, stop = read_argument(buf, code, pos, end, limit)
+                    elif code == 0x68:
+                        arg = view[pos + 1]
+                    elif cython.compiled:
+                        arg = _le32(cython.address(view[pos + 1]))
+                    else:
+                        arg = _U4(buf, pos + 1)[0]
+                    value = memo.get(arg, _MISSING)
+                    if value is _MISSING:
+                        raise self.malformed(offset, NAMES[code], "memo-missing",
+                                             f"Memo value not found at index {arg}")
+                    stack.append(value)
+                    pos = stop
+                elif code == 0x4B:  # BININT1
+                    if pos + 2 > limit:
+                        arg, stop = read_argument(buf, code, pos, end, limit)
+                        stack.append(arg)
+                        pos = stop
+                    else:
+                        stack.append(view[pos + 1])
+                        pos += 2
+                elif code == 0x4A:  # BININT
+                    if pos + 5 > limit:
+                        arg, stop = read_argument(buf, code, pos, end, limit)
+                        stack.append(arg)
+                        pos = stop
+                    else:
+                        if cython.compiled:
+                            n = _le32(cython.address(view[pos + 1]))
+                            stack.append(n - 0x100000000 if n >= 0x80000000 else n)
+                        else:
+                            stack.append(_I4(buf, pos + 1)[0])
+                        pos += 5
+                elif code == 0x4D:  # BININT2
+                    if pos + 3 > limit:
+                        arg, stop = read_argument(buf, code, pos, end, limit)
+                        stack.append(arg)
+                        pos = stop
+                    else:
+                        stack.append(view[pos + 1] | (view[pos + 2] << 8))
+                        pos += 3
+                elif code == 0x47:  # BINFLOAT
+                    if pos + 9 > limit:
+                        arg, stop = read_argument(buf, code, pos, end, limit)
+                        stack.append(arg)
+                        pos = stop
+                    else:
+                        if cython.compiled:
+                            stack.append(PyFloat_Unpack8(
+                                cython.cast(cython.p_const_uchar, cython.address(view[pos + 1])), 0))
+                        else:
+                            stack.append(_F8(buf, pos + 1)[0])
+                        pos += 9
+                elif code == 0x28:  # MARK
+                    if len(marks) >= max_depth:
+                        self.limit("max_depth", offset, "MARK", f"more than {max_depth} nested MARKs")
+                    fence = len(stack)
+                    marks.append(fence)
+                    pos += 1
+                elif code == 0x85 or code == 0x86 or code == 0x87:  # TUPLE1, TUPLE2, TUPLE3
+                    n = code - 0x84
+                    if len(stack) - n < fence:
+                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
+                    value = tuple(stack[len(stack) - n:])
+                    del stack[len(stack) - n:]
+                    stack.append(value)
+                    pos += 1
+                elif code == 0x29:  # EMPTY_TUPLE
+                    stack.append(())
+                    pos += 1
+                elif code == 0x4E:  # NONE
+                    stack.append(None)
+                    pos += 1
+                elif code == 0x88 or code == 0x89:  # NEWTRUE, NEWFALSE
+                    stack.append(code == 0x88)
+                    pos += 1
+                elif code == 0x5D:  # EMPTY_LIST
+                    stack.append(ListValue())
+                    pos += 1
+                elif code == 0x7D:  # EMPTY_DICT
+                    stack.append(DictValue())
+                    pos += 1
+                elif code == 0x8F:  # EMPTY_SET
+                    stack.append(Built("set"))
+                    pos += 1
+                elif code == 0x43 or code == 0x42 or code == 0x8E or code == 0x96:
+                    # SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8: only the length is read
+                    first = pos + (2 if code == 0x43 else 5 if code == 0x42 else 9)
+                    if first > limit:
+                        arg, stop = read_argument(buf, code, pos, end, limit)  # refuses: no room for the length
+                    if code == 0x43:
+                        size = view[pos + 1]
+                    elif code == 0x42:
+                        size = _le32(cython.address(view[pos + 1])) if cython.compiled else _U4(buf, pos + 1)[0]
+                    else:
+                        size = _U8(buf, pos + 1)[0]  # may be any 64-bit number: compared before it is typed
+                    if size > limit - first:
+                        arg, stop = read_argument(buf, code, pos, end, limit)  # refuses: truncated or straddles
+                    n = size
+                    stop = first + n
+                    alloc += n
+                    if alloc > max_alloc:
+                        self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
+                    if n >= _BLOB_MIN and bytes(buf[first:first + 6]).startswith(BLOB_MAGICS):
+                        out.blobs.append((first, n))
+                    # Only the value's type and first bytes matter to the simulation (messages
+                    # show 80 bytes at most): a large payload is never copied.
+                    raw = buf[first:stop] if n <= _PAYLOAD_KEEP else buf[first:first + _PAYLOAD_KEEP]
+                    stack.append(bytearray(raw) if code == 0x96 else bytes(raw))
+                    pos = stop
+                elif code == 0x65 or code == 0x75 or code == 0x90:  # APPENDS, SETITEMS, ADDITEMS
                     if not marks:
                         raise self.malformed(offset, NAMES[code], "no-mark", "could not find MARK")
                     k = marks.pop()
@@ -340,7 +529,17 @@ class _Walker:
                         items = stack[k:]
                         del stack[k:]
                         self._fill(offset, code, target, items)
-                elif c == _C_COLLECT:  # TUPLE, LIST, DICT, FROZENSET, POP_MARK, OBJ: everything above the MARK
+                    pos += 1
+                elif code == 0x61 or code == 0x73:  # APPEND, SETITEM
+                    n = 1 if code == 0x61 else 2
+                    if len(stack) - n <= fence:
+                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
+                    items = stack[len(stack) - n:]
+                    del stack[len(stack) - n:]
+                    self._fill(offset, code, stack[-1], items)
+                    pos += 1
+                elif code == 0x74 or code == 0x6C or code == 0x64 or code == 0x91 or code == 0x31 or code == 0x6F:
+                    # TUPLE, LIST, DICT, FROZENSET, POP_MARK, OBJ: everything above the MARK
                     if not marks:
                         raise self.malformed(offset, NAMES[code], "no-mark", "could not find MARK")
                     k = marks.pop()
@@ -351,64 +550,37 @@ class _Walker:
                     items = stack[k:]
                     del stack[k:]
                     if code != 0x31:
-                        push(self._collect(offset, NAMES[code], code, items))
-                elif c == _C_BYTES:  # SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8: ``arg`` is the length
-                    n = arg
-                    first = end - n
-                    alloc += n
-                    if alloc > max_alloc:
-                        self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
-                    if n >= _BLOB_MIN and bytes(buf[first:first + 6]).startswith(BLOB_MAGICS):
-                        out.blobs.append((first, n))
-                    # Only the value's type and first bytes matter to the simulation (messages
-                    # show 80 bytes at most): a large payload is never copied.
-                    raw = buf[first:end] if n <= _PAYLOAD_KEEP else buf[first:first + _PAYLOAD_KEEP]
-                    push(bytearray(raw) if code == 0x96 else bytes(raw))
+                        stack.append(self._collect(offset, NAMES[code], code, items))
+                    pos += 1
                 elif code == 0x93:  # STACK_GLOBAL
                     if len(stack) - 2 < fence:
                         raise self.malformed(offset, "STACK_GLOBAL", "stack-underflow", "unpickling stack underflow")
                     name = stack.pop()
                     module = stack.pop()
-                    push(self._stack_global(offset, module, name))
+                    stack.append(self._stack_global(offset, module, name))
+                    pos += 1
                 elif code == 0x52:  # REDUCE
                     if len(stack) - 2 < fence:
                         raise self.malformed(offset, "REDUCE", "stack-underflow", "unpickling stack underflow")
                     args = stack.pop()
                     stack[-1] = self._reduce(offset, stack[-1], args)
+                    pos += 1
                 elif code == 0x62:  # BUILD
                     if len(stack) - 2 < fence:
                         raise self.malformed(offset, "BUILD", "stack-underflow", "unpickling stack underflow")
                     state = stack.pop()
-                    resume = self._build(offset, end, frame_end, stack[-1], state)
+                    pos += 1
+                    resume = self._build(offset, pos, frame_end, stack[-1], state)
                     if resume is not None:
                         return resume
-                elif code == 0x63:  # GLOBAL
-                    push(GlobalValue(self.site(offset, "GLOBAL", arg[0], arg[1])))
-                elif c == _C_FILL:  # APPEND, SETITEM
-                    need = 2 if code == 0x61 else 3
-                    if len(stack) - (need - 1) <= fence:
-                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
-                    items = stack[-(need - 1):]
-                    del stack[-(need - 1):]
-                    self._fill(offset, code, stack[-1], items)
                 elif code == 0x2E:  # STOP
                     if len(stack) <= fence:
                         raise self.malformed(offset, "STOP", "stack-underflow", "unpickling stack underflow")
                     value = stack.pop()
                     if type(value) is int:
                         out.result = value
-                    rep.end = end
+                    rep.end = pos + 1
                     return -1
-                elif code == 0x80:  # PROTO
-                    if arg > 5:
-                        raise self.malformed(offset, "PROTO", "bad-argument", f"unsupported pickle protocol: {arg}")
-                    if rep.protocol is None:
-                        rep.protocol = arg
-                    self.proto = arg
-                elif code == 0x95:  # FRAME
-                    if arg > max_input:
-                        self.limit("max_input_bytes", offset, "FRAME", f"frame of {arg} bytes")
-                    frame_end = end + arg
                 elif code == 0x81 or code == 0x92:  # NEWOBJ, NEWOBJ_EX
                     n = 2 if code == 0x81 else 3
                     if len(stack) - n < fence:
@@ -416,27 +588,8 @@ class _Walker:
                     kwargs = stack.pop() if code == 0x92 else None
                     args = stack.pop()
                     cls = stack.pop()
-                    push(self._newobj(offset, NAMES[code], cls, args, kwargs))
-                elif c == _C_PY2STR:  # BINSTRING, SHORT_BINSTRING, STRING: decoded as the VM does
-                    n = len(arg)
-                    alloc += n
-                    if alloc > max_alloc:
-                        self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
-                    if n >= _BLOB_MIN and code != 0x53 and bytes(arg[:6]).startswith(BLOB_MAGICS):
-                        out.blobs.append((end - n, n))
-                    if encoding != "bytes":
-                        try:
-                            arg = arg.decode(encoding, self.judge.errors)
-                        except (UnicodeDecodeError, LookupError) as e:
-                            raise self.malformed(offset, NAMES[code], "bad-argument",
-                                                 f"py2 string could not be decoded with encoding={encoding!r}: "
-                                                 f"{e}") from None
-                    push(arg)
-                elif code == 0x8B:  # LONG4
-                    alloc += end - offset
-                    if alloc > max_alloc:
-                        self.limit("max_alloc_bytes", offset, "LONG4", f"{alloc} bytes of strings and bytes")
-                    push(arg)
+                    stack.append(self._newobj(offset, NAMES[code], cls, args, kwargs))
+                    pos += 1
                 elif code == 0x30:  # POP
                     if marks and marks[-1] == len(stack):
                         marks.pop()
@@ -445,60 +598,135 @@ class _Walker:
                         raise self.malformed(offset, "POP", "stack-underflow", "unpickling stack underflow")
                     else:
                         stack.pop()
+                    pos += 1
                 elif code == 0x32:  # DUP
                     if len(stack) <= fence:
                         raise self.malformed(offset, "DUP", "stack-underflow", "unpickling stack underflow")
-                    push(stack[-1])
-                elif code == 0x69:  # INST
-                    if not marks:
-                        raise self.malformed(offset, "INST", "no-mark", "could not find MARK")
-                    k = marks.pop()
-                    fence = marks[-1] if marks else 0
-                    args = tuple(stack[k:])
-                    del stack[k:]
-                    s = self.site(offset, "INST", arg[0], arg[1])
-                    s.uses.append(("constructed", offset))
-                    push(Made(s, s, args))
-                elif code == 0x82 or code == 0x83 or code == 0x84:  # EXT1, EXT2, EXT4
-                    push(self._extension(offset, NAMES[code], arg))
-                elif code == 0x51 or code == 0x50:  # BINPERSID, PERSID
-                    if code == 0x51:
-                        if len(stack) <= fence:
-                            raise self.malformed(offset, "BINPERSID", "stack-underflow", "unpickling stack underflow")
-                        pid = stack.pop()
-                    else:
-                        pid = arg
-                    push(self._persistent(offset, NAMES[code], pid))
+                    stack.append(stack[-1])
+                    pos += 1
                 elif code == 0x97:  # NEXT_BUFFER
                     rep.buffers.append(offset)
-                    push(Opaque("out-of-band buffer"))
+                    stack.append(Opaque("out-of-band buffer"))
+                    pos += 1
                 elif code == 0x98:  # READONLY_BUFFER
                     if len(stack) <= fence:
                         raise self.malformed(offset, "READONLY_BUFFER", "stack-underflow",
                                              "unpickling stack underflow")
-                    top = stack[-1]
-                    if type(top) is bytearray:
-                        stack[-1] = Built("memoryview")
-                    elif vm_built(top) and type(top) is not bytes \
-                            and not (type(top) is Built and top.kind == "memoryview"):
-                        raise self.malformed(offset, "READONLY_BUFFER", "bad-argument",
-                                             f"READONLY_BUFFER on a {describe(top)}, not a buffer")
-                else:  # the decoder yields only the table's opcodes; one it does not know here is a bug
-                    raise self.malformed(offset, NAMES[code], "internal",
-                                         f"the scanner does not handle {NAMES[code]}")
-            return -1  # not reached: the decoder ends with STOP or raises
+                    self._readonly(offset, stack)
+                    pos += 1
+                elif code == 0x51:  # BINPERSID
+                    if len(stack) <= fence:
+                        raise self.malformed(offset, "BINPERSID", "stack-underflow", "unpickling stack underflow")
+                    stack.append(self._persistent(offset, "BINPERSID", stack.pop()))
+                    pos += 1
+                # -- the rest: every argument through the codec's shared reader ------------------
+                else:
+                    stop = -1
+                    if code == 0x80 and pos + 2 <= limit:  # PROTO
+                        arg = view[pos + 1]
+                        stop = pos + 2
+                    elif code == 0x95 and pos + 9 <= limit:  # FRAME
+                        arg = _U8(buf, pos + 1)[0]
+                        stop = pos + 9
+                    elif code == 0x63 and cython.compiled:  # GLOBAL
+                        arg = _global_names(view, pos, limit)
+                        if arg is not None:
+                            stop = arg[2]
+                    if stop < 0:
+                        arg, stop = read_argument(buf, code, pos, end, limit)  # refuses an unknown opcode too
+                    pos = stop
+                    if code == 0x80:  # PROTO
+                        if arg > 5:
+                            raise self.malformed(offset, "PROTO", "bad-argument", f"unsupported pickle protocol: {arg}")
+                        if rep.protocol is None:
+                            rep.protocol = arg
+                        self.proto = arg
+                    elif code == 0x95:  # FRAME
+                        if frame_end >= 0:
+                            raise MalformedPickle("a new frame begins before the end of the current frame",
+                                                  offset=offset, opcode="FRAME", rule="frame-nested")
+                        if arg > end - pos:
+                            raise MalformedPickle(f"frame of {arg} bytes runs past the end of the data",
+                                                  offset=offset, opcode="FRAME", rule="frame-truncated")
+                        if arg > max_input:
+                            self.limit("max_input_bytes", offset, "FRAME", f"frame of {arg} bytes")
+                        frame_end = limit = pos + arg
+                    elif code == 0x63:  # GLOBAL
+                        stack.append(GlobalValue(self.site(offset, "GLOBAL", arg[0], arg[1])))
+                    elif code == 0x49 or code == 0x4C or code == 0x8A or code == 0x46:  # INT LONG LONG1 FLOAT
+                        stack.append(arg)
+                    elif code == 0x8D or code == 0x56:  # BINUNICODE8, UNICODE
+                        alloc += len(arg) if code == 0x56 else pos - offset - 9
+                        if alloc > max_alloc:
+                            self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
+                        stack.append(arg)
+                    elif code == 0x70:  # PUT
+                        if len(stack) <= fence:
+                            raise self.malformed(offset, "PUT", "stack-underflow", "unpickling stack underflow")
+                        if (arg >= max_memo or len(memo) >= max_memo) and arg not in memo:
+                            self.limit("max_memo", offset, "PUT", f"memo index {arg}")
+                        memo[arg] = stack[-1]
+                    elif code == 0x67:  # GET
+                        value = memo.get(arg, _MISSING)
+                        if value is _MISSING:
+                            raise self.malformed(offset, "GET", "memo-missing", f"Memo value not found at index {arg}")
+                        stack.append(value)
+                    elif code == 0x54 or code == 0x55 or code == 0x53:  # BINSTRING, SHORT_BINSTRING, STRING
+                        alloc += len(arg)
+                        if alloc > max_alloc:
+                            self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
+                        stack.append(self._py2_string(offset, code, arg, pos))
+                    elif code == 0x8B:  # LONG4
+                        alloc += pos - offset
+                        if alloc > max_alloc:
+                            self.limit("max_alloc_bytes", offset, "LONG4", f"{alloc} bytes of strings and bytes")
+                        stack.append(arg)
+                    elif code == 0x69:  # INST
+                        if not marks:
+                            raise self.malformed(offset, "INST", "no-mark", "could not find MARK")
+                        k = marks.pop()
+                        fence = marks[-1] if marks else 0
+                        args = tuple(stack[k:])
+                        del stack[k:]
+                        s = self.site(offset, "INST", arg[0], arg[1])
+                        s.uses.append(("constructed", offset))
+                        stack.append(Made(s, s, args))
+                    elif code == 0x82 or code == 0x83 or code == 0x84:  # EXT1, EXT2, EXT4
+                        stack.append(self._extension(offset, NAMES[code], arg))
+                    elif code == 0x50:  # PERSID
+                        stack.append(self._persistent(offset, "PERSID", arg))
+                    else:  # the shared reader knows only the table's opcodes; one not handled here is a bug
+                        raise self.malformed(offset, NAMES[code], "internal",
+                                             f"the scanner does not handle {NAMES[code]}")
+        except MalformedPickle:
+            ops -= 1  # ``opcodes`` counts the opcodes decoded
+            raise
         finally:
             rep.opcodes = ops
             self.alloc = alloc
 
-    def _past_max_ops(self, it: Any, budget: int) -> Any:
-        """The opcodes of ``it``; the first one past the ``budget`` left under
-        ``max_ops`` is reported (the walk counts them, never checks them)."""
-        yield from islice(it, max(budget, 0))
-        for op in it:
-            self.limit("max_ops", op[0], NAMES[op[1]], f"more than {self.limits.max_ops} opcodes")
-            yield op
-            yield from it
+    def _readonly(self, offset: int, stack: list) -> None:
+        """READONLY_BUFFER on the top of ``stack``."""
+        top = stack[-1]
+        if type(top) is bytearray:
+            stack[-1] = Built("memoryview")
+        elif vm_built(top) and type(top) is not bytes and not (type(top) is Built and top.kind == "memoryview"):
+            raise self.malformed(offset, "READONLY_BUFFER", "bad-argument",
+                                 f"READONLY_BUFFER on a {describe(top)}, not a buffer")
+
+    def _py2_string(self, offset: int, code: int, raw: bytes, end: int) -> Any:
+        """BINSTRING, SHORT_BINSTRING, STRING: the value the VM would push (decoded with ``encoding``)."""
+        n = len(raw)
+        if n >= _BLOB_MIN and code != 0x53 and raw[:6].startswith(BLOB_MAGICS):
+            self.out.blobs.append((end - n, n))
+        encoding = self.judge.encoding
+        if encoding == "bytes":
+            return raw
+        try:
+            return raw.decode(encoding, self.judge.errors)
+        except (UnicodeDecodeError, LookupError) as e:
+            raise self.malformed(offset, NAMES[code], "bad-argument",
+                                 f"py2 string could not be decoded with encoding={encoding!r}: {e}") from None
 
     # -- opcodes with more to say ---------------------------------------------------
 
