@@ -40,6 +40,8 @@ COMPILED_MODULES = {
     "safepickle.vm._engine_c": "safepickle/vm/engine.py",
     "safepickle.vm._actions_c": "safepickle/vm/actions.py",
     "safepickle.scan._static_c": "safepickle/scan/static.py",
+    "safepickle.scan._values_c": "safepickle/scan/values.py",
+    "safepickle.scan._containers_c": "safepickle/scan/containers.py",
 }
 
 # Per-module Cython directives, written as a header line into the copy.
@@ -47,6 +49,10 @@ COMPILED_MODULES = {
 # would otherwise clash with the C types declared there.
 MODULE_DIRECTIVES = {
     "safepickle.vm._actions_c": "# cython: annotation_typing=False\n",
+    # Plain Python compiled as it is: its annotations are hints, never C types
+    # or run-time type checks.
+    "safepickle.scan._values_c": "# cython: annotation_typing=False\n",
+    "safepickle.scan._containers_c": "# cython: annotation_typing=False\n",
 }
 
 DIRECTIVES = {

@@ -7,8 +7,9 @@ importable side by side.  :func:`choose` picks one at import time:
 * the module as written when the environment variable
   ``SAFEPICKLE_PURE_PYTHON`` is ``1`` (for debugging, and for running the
   test suite against both builds);
-* else the compiled copies, when they import and each was compiled from the
-  very source file next to it (its SHA-256 matches);
+* else the compiled copies, when all of them import and each was compiled
+  from the very source file next to it (its SHA-256 matches): they import
+  each other, so they are taken together or not at all;
 * else the module as written.  A compiled copy built from another version of
   the source (a stale in-place build) is never run: it is skipped with a
   :class:`RuntimeWarning`.
@@ -42,25 +43,23 @@ def _digest(module: ModuleType) -> str | None:
         return None
 
 
-def choose(package: str, pairs: tuple[tuple[str, str], ...], written: ModuleType,
-           what: str) -> tuple[ModuleType, Kind, str | None]:
-    """``(module, kind, why not compiled)``: the compiled module of the first
-    of ``pairs`` (``(compiled name, source name)`` within ``package``) when
-    every pair is usable, else ``written`` (the first source module), with
-    the reason.  ``what`` names the build in the warning ("VM", "scanner")."""
+def choose(package: str, pairs: tuple[tuple[str, str], ...], what: str) -> tuple[Kind, str | None]:
+    """``("compiled", None)`` when every compiled module of ``pairs``
+    (``(compiled name, source name)`` within ``package``) imports and was
+    compiled from the source beside it; else ``("python", why not)``.
+    ``what`` names the build in the warning ("VM", "scanner")."""
     if os.environ.get(PURE_ENV) == "1":
-        return written, "python", f"{PURE_ENV}=1"
-    try:
-        compiled = importlib.import_module(f".{pairs[0][0]}", package)
-    except ImportError as e:
-        return written, "python", f"the compiled {what} is not installed ({e})"
+        return "python", f"{PURE_ENV}=1"
     for compiled_name, source_name in pairs:
-        built = importlib.import_module(f".{compiled_name}", package)
+        try:
+            built = importlib.import_module(f".{compiled_name}", package)
+        except ImportError as e:
+            return "python", f"the compiled {what} is not installed ({e})"
         current = _digest(importlib.import_module(f".{source_name}", package))
         if current is not None and getattr(built, "_COMPILED_FROM_SHA256", None) != current:
             where = package.replace(".", "/")
             reason = (f"{built.__file__} was compiled from another version of {where}/{source_name}.py; "
                       "rebuild it (pip install ., or python setup.py build_ext --inplace)")
             warnings.warn(f"safepickle: {reason}; running the interpreted {what}", RuntimeWarning, stacklevel=2)
-            return written, "python", reason
-    return compiled, "compiled", None
+            return "python", reason
+    return "compiled", None

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 import safepickle
-from safepickle.scan import _walk_select, static
-from safepickle.scan._walk_select import walker_kind
+from safepickle.scan import _scanner_select, containers, static
+from safepickle.scan._scanner_select import scanner_kind
 from safepickle.vm import _engine_select, engine, engine_kind
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,12 +37,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBE = textwrap.dedent("""
     import pickle, safepickle
     from safepickle.vm import _engine_select
-    from safepickle.scan import _walk_select
+    from safepickle.scan import _scanner_select
     data = pickle.dumps({"a": [1, 2.5, "x", b"y", (None, True)], "b": 2**70}, 5)
     assert safepickle.loads(data) == pickle.loads(data)
     assert not safepickle.scan(data).violations
     print(safepickle.vm.engine_kind(), type(_engine_select.run).__name__, safepickle.__file__,
-          _walk_select.walker_kind())
+          _scanner_select.scanner_kind())
 """)
 
 
@@ -70,9 +70,9 @@ def test_the_engine_in_use_is_the_expected_one():
     the compiled VM must be the one that runs (unless the run is the
     SAFEPICKLE_PURE_PYTHON=1 pass)."""
     if os.environ.get("SAFEPICKLE_PURE_PYTHON") == "1":
-        assert engine_kind() == walker_kind() == "python"
+        assert engine_kind() == scanner_kind() == "python"
         assert _engine_select.run is engine.run
-        assert _walk_select.analyze is static.analyze
+        assert _scanner_select.analyze is static.analyze and _scanner_select.scan_buffer is containers.scan_buffer
         return
     if os.environ.get("SAFEPICKLE_EXPECT_COMPILED") != "1":
         pytest.skip("SAFEPICKLE_EXPECT_COMPILED is not set: this run does not promise a compiled build "
@@ -80,12 +80,13 @@ def test_the_engine_in_use_is_the_expected_one():
     assert engine_kind() == "compiled", _engine_select.skipped_reason()
     assert _engine_select.skipped_reason() is None
     assert not isinstance(_engine_select.run, types.FunctionType)  # an extension function
-    assert walker_kind() == "compiled", _walk_select.skipped_reason()
-    assert not isinstance(_walk_select.analyze, types.FunctionType)
-    from safepickle.scan import _static_c
+    assert scanner_kind() == "compiled", _scanner_select.skipped_reason()
+    assert not isinstance(_scanner_select.analyze, types.FunctionType)
+    from safepickle.scan import _containers_c, _static_c, _values_c
     from safepickle.vm import _actions_c, _engine_c
 
-    for mod in (_engine_c, _actions_c, _static_c):
+    assert _containers_c.analyze is _static_c.analyze and _static_c.Made is _values_c.Made  # one build throughout
+    for mod in (_engine_c, _actions_c, _static_c, _values_c, _containers_c):
         assert Path(mod.__file__).suffix in (".so", ".pyd"), mod.__file__
     data = pickle.dumps([{"k": i, "v": str(i)} for i in range(100)], 5)
     assert safepickle.loads(data) == pickle.loads(data)
@@ -101,30 +102,34 @@ def _copy_package(dest: Path) -> Path:
     return target
 
 
-@pytest.mark.parametrize("stale", ["engine", "actions", "static", None])
+_COMPILED = {"_engine_c": "vm/engine", "_actions_c": "vm/actions", "_static_c": "scan/static",
+             "_values_c": "scan/values", "_containers_c": "scan/containers"}
+
+
+@pytest.mark.parametrize("stale", [None, *_COMPILED])
 def test_a_compiled_module_from_other_sources_is_never_run(tmp_path, stale):
     """Stand-ins for the compiled modules (plain Python, so the test needs no
-    compiler) carrying the SHA-256 of their sources, or a wrong one: only a
-    module compiled from the source beside it is run."""
+    compiler) carrying the SHA-256 of their sources, or a wrong one: only
+    modules compiled from the sources beside them are run, and a stale one
+    takes its whole build (VM or scanner) back to the interpreted modules."""
     import hashlib
 
     package = _copy_package(tmp_path)
-    folders = {"engine": "vm", "actions": "vm", "static": "scan"}
-    for name, source in (("_engine_c", "engine"), ("_actions_c", "actions"), ("_static_c", "static")):
-        path = package / folders[source] / f"{source}.py"
+    for name, source in _COMPILED.items():
+        path = package / f"{source}.py"
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if stale == source:
+        if stale == name:
             digest = hashlib.sha256(b"an older " + digest.encode()).hexdigest()
         path.with_name(f"{name}.py").write_text(path.read_text() + f'\n_COMPILED_FROM_SHA256 = "{digest}"\n')
     proc = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, env=_env(), capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-    kind, _, where, walker = proc.stdout.split()
+    kind, _, where, scanner = proc.stdout.split()
     assert Path(where).is_relative_to(tmp_path)
-    assert kind == ("python" if stale in ("engine", "actions") else "compiled")
-    assert walker == ("python" if stale == "static" else "compiled")
+    assert kind == ("python" if stale in ("_engine_c", "_actions_c") else "compiled")
+    assert scanner == ("python" if stale in ("_static_c", "_values_c", "_containers_c") else "compiled")
     if stale:
-        assert "RuntimeWarning" in proc.stderr and f"safepickle/{folders[stale]}/{stale}.py" in proc.stderr
+        assert "RuntimeWarning" in proc.stderr and f"safepickle/{_COMPILED[stale]}.py" in proc.stderr
     else:
         assert proc.stderr == ""
 
@@ -165,7 +170,7 @@ def test_wheel_carries_the_compiled_vm_and_loads_in_a_fresh_venv(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (wheel,) = dist.glob("safepickle-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("vm/_engine_c", "vm/_actions_c", "scan/_static_c"):
+    for module in ("vm/_engine_c", "vm/_actions_c", "scan/_static_c", "scan/_values_c", "scan/_containers_c"):
         assert any(n.startswith(f"safepickle/{module}.") and n.endswith((".so", ".pyd")) for n in names), names
     assert "safepickle/vm/engine.py" in names  # the interpreted build ships beside it
 
@@ -335,21 +340,19 @@ def test_every_integer_limit_the_model_accepts_fits_the_compiled_vm():
 
 
 def _compiled_analyze():
-    if _walk_select.walker_kind() != "compiled":
-        if os.environ.get("SAFEPICKLE_EXPECT_COMPILED") == "1" and os.environ.get("SAFEPICKLE_PURE_PYTHON") != "1":
-            raise AssertionError(_walk_select.skipped_reason())
-        try:
-            from safepickle.scan import _static_c
-        except ImportError:
-            pytest.skip("the compiled scanner is not built here (python setup.py build_ext --inplace)")
-        if _walk_select.skipped_reason() != f"{_engine_select.PURE_ENV}=1":
-            pytest.skip(f"the compiled scanner is not usable: {_walk_select.skipped_reason()}")
-        return _static_c.analyze
-    return _walk_select.analyze
+    try:
+        from safepickle.scan import _static_c
+    except ImportError:
+        if os.environ.get("SAFEPICKLE_EXPECT_COMPILED") == "1":
+            raise
+        pytest.skip("the compiled scanner is not built here (python setup.py build_ext --inplace)")
+    if _scanner_select.skipped_reason() not in (None, f"{_engine_select.PURE_ENV}=1"):
+        pytest.skip(f"the compiled scanner is not usable: {_scanner_select.skipped_reason()}")
+    return _static_c
 
 
-def _scan_outcome(analyze, data: bytes, judge) -> dict:
-    a = analyze(data, 0, judge)
+def _scan_outcome(build, data: bytes, judge) -> dict:
+    a = build.analyze(data, 0, build.Judge(judge.runtime))
     return {"report": a.report.to_dict(), "result": a.result, "blobs": a.blobs, "joblib": a.joblib_wrappers,
             "nested": [n.report.to_dict() for n in a.nested]}
 
@@ -360,6 +363,8 @@ def test_both_builds_of_the_scanner_agree():
     compiled = _compiled_analyze()
     import random
 
+    from safepickle.scan import _containers_c as compiled_containers
+    from safepickle.scan import containers as written_containers
     from safepickle.scan import judge_for
     from tests.hostile_corpus import CASES
 
@@ -373,12 +378,15 @@ def test_both_builds_of_the_scanner_agree():
             variants.append(data[:i] + bytes([rnd.randrange(256)]) + data[i + 1:])
         for v in variants:
             judge = judges["stdlib"]
-            assert _scan_outcome(static.analyze, v, judge) == _scan_outcome(compiled, v, judge), v
+            assert _scan_outcome(static, v, judge) == _scan_outcome(compiled, v, judge), v
             checked += 1
     for case in CASES:
         if not isinstance(case.policy, str):
             continue
         judge = judges[case.policy] if case.policy in judges else judge_for(case.policy)
-        assert _scan_outcome(static.analyze, case.data, judge) == _scan_outcome(compiled, case.data, judge), case.name
+        assert _scan_outcome(static, case.data, judge) == _scan_outcome(compiled, case.data, judge), case.name
+        written = written_containers.scan_buffer(case.data, static.Judge(judge.runtime), source="x")
+        built = compiled_containers.scan_buffer(case.data, compiled.Judge(judge.runtime), source="x")
+        assert written.to_dict() == built.to_dict(), case.name
         checked += 1
     assert checked > 1000

@@ -38,7 +38,7 @@ from safepickle.scan.values import describe
 from tests.hostile_corpus import CASES
 
 ROOT = Path(__file__).resolve().parent.parent
-containers = importlib.import_module("safepickle.scan.containers")
+scanner = importlib.import_module("safepickle.scan._scanner_select")  # the build in use
 decode_mod = importlib.import_module("safepickle.codec.decode")  # the module (the package exports the function)
 
 
@@ -496,7 +496,7 @@ def _walk_agrees_with_the_reference(data, judge) -> str:
     reference decoder on one stream; returns how the walk ended."""
     ref = reference_decode(data)
     decoded = [r for r in ref if r[0] != "error"]
-    rep = containers.analyze(data, 0, judge).report
+    rep = scanner.analyze(data, 0, judge).report
     ops = rep.opcodes
     assert ops <= len(decoded)
     if rep.complete:
@@ -564,17 +564,17 @@ def test_the_scan_walk_reads_the_values_it_reads_in_place(proto):
     STACK_GLOBAL reports), GLOBAL lines, floats (in a refusal's message)."""
     judge = judge_for("data-only")
     for v in (0, 1, 255, 256, 65535, 65536, 2**31 - 1, -(2**31), -1, 2**31, 2**40):
-        assert containers.analyze(pickle.dumps(v, proto), 0, judge).result == v
+        assert scanner.analyze(pickle.dumps(v, proto), 0, judge).result == v
     for module, name, index in (("m", "f", 0), ("é€mod", "\ud800x", 255), ("a" * 255, "b" * 256, 256),
                                 ("pkg.sub", "Cls.inner", 70_000)):
-        site, = containers.analyze(_names_stream(module, name, index), 0, judge).report.sites
+        site, = scanner.analyze(_names_stream(module, name, index), 0, judge).report.sites
         assert (site.raw_module, site.raw_name) == (module, name)
     for module, name in (("os", "system"), ("modé", "námé")):
         data = f"c{module}\n{name}\n)R.".encode()
-        site, = containers.analyze(data, 0, judge).report.sites
+        site, = scanner.analyze(data, 0, judge).report.sites
         assert (site.raw_module, site.raw_name) == (module, name)
-    bad = containers.analyze(b"cos\xff\nsystem\n.", 0, judge).report.malformed
+    bad = scanner.analyze(b"cos\xff\nsystem\n.", 0, judge).report.malformed
     assert (bad.offset, bad.rule, bad.message) == (0, "bad-argument", "module or name is not UTF-8")
     for f in (1.5, -0.0, 1e300):
-        rep = containers.analyze(b"G" + struct.pack(">d", f) + b")R.", 0, judge).report
+        rep = scanner.analyze(b"G" + struct.pack(">d", f) + b")R.", 0, judge).report
         assert repr(f) in rep.violations[0].message

@@ -29,11 +29,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _version_text() -> str:
     from .. import __version__, vm
-    from ..scan._walk_select import walker_kind
+    from ..scan._scanner_select import scanner_kind
 
     engine_kind = getattr(vm, "engine_kind", None)
     engine = engine_kind() if callable(engine_kind) else "python"
-    return f"safepickle {__version__}\nengine: {engine}\nscanner: {walker_kind()}"
+    return f"safepickle {__version__}\nengine: {engine}\nscanner: {scanner_kind()}"
 
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:

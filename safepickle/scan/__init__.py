@@ -62,7 +62,7 @@ _scan_buffer: Any = None
 def _buffer_scanner() -> Any:
     global _scan_buffer
     if _scan_buffer is None:
-        from .containers import scan_buffer
+        from ._scanner_select import scan_buffer
 
         _scan_buffer = scan_buffer
     return _scan_buffer
@@ -73,7 +73,7 @@ def judge_for(policy: Any = None, *, fix_imports: bool = True, encoding: str = "
     """The :class:`~safepickle.scan.static.Judge` of ``policy`` (a name, a
     path or a Policy); reuse it to scan many inputs under one policy."""
     from ..policy import coerce_policy
-    from .static import Judge
+    from ._scanner_select import Judge
 
     return Judge(coerce_policy(policy).runtime(), fix_imports=fix_imports, encoding=encoding, errors=errors)
 

@@ -38,12 +38,22 @@ import tarfile
 import zlib
 from typing import Any
 
+try:
+    import cython
+except ImportError:  # Cython is only a build requirement: interpreted, cython.compiled is False
+    from ..vm._cython_shim import cython
+
 from ..vm.gcpause import GCPause
-from ._walk_select import analyze
 from .formats import COMPRESSED, decompress, describe_bytes, npy_header, sniff
 from .report import GlobalRef, PickleReport, ScanReport, Violation
-from .static import Analysis, Judge
 from .zipread import TooBig, ZipError, find_end_record, read, read_archive
+
+if cython.compiled:
+    # setup.py builds this file as safepickle.scan._containers_c: it walks
+    # with the compiled walk (the two are chosen together, see _scanner_select).
+    from ._static_c import Analysis, Judge, analyze
+else:
+    from .static import Analysis, Judge, analyze
 
 __all__ = ["scan_buffer", "MAX_NESTING", "TORCH_LEGACY_MAGIC", "GC_PAUSE_MIN"]
 

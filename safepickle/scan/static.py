@@ -40,24 +40,19 @@ from ..codec.decode import as_buffer, read_argument
 from ..codec.opcodes import BY_CODE, NAMES
 from ..errors import ForbiddenGlobal, MalformedPickle
 from .report import Extension, PersistentId, PickleReport, Site, Violation
-from .values import (
-    Built,
-    DictValue,
-    GlobalValue,
-    ListValue,
-    Made,
-    Opaque,
-    describe,
-    key_problem,
-    vm_built,
-)
 
 if cython.compiled:
     # The compiled build (setup.py builds this file as safepickle.scan._static_c)
-    # reads floats and strings with the C functions that ``struct`` and ``str`` use.
+    # keeps the values of the compiled values.py (the two are chosen together,
+    # see _scanner_select), and reads floats and strings with the C functions
+    # that ``struct`` and ``str`` use.
     from cython.cimports.cpython.float import PyFloat_Unpack8
     from cython.cimports.cpython.unicode import PyUnicode_DecodeUTF8
     from cython.cimports.libc.string import memchr
+
+    from ._values_c import Built, DictValue, GlobalValue, ListValue, Made, Opaque, describe, key_problem, vm_built
+else:
+    from .values import Built, DictValue, GlobalValue, ListValue, Made, Opaque, describe, key_problem, vm_built
 
 __all__ = ["Judge", "Analysis", "analyze", "BLOB_MAGICS"]
 

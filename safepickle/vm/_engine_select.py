@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from .._compiled import PURE_ENV, Kind, choose
-from . import engine as _pure
 
 __all__ = ["run", "engine_kind", "skipped_reason", "PURE_ENV"]
 
@@ -24,7 +23,11 @@ EngineKind = Kind
 # compiled module -> the interpreted module it must have been compiled from
 _PAIRS = (("_engine_c", "engine"), ("_actions_c", "actions"))
 
-_module, _kind, _skipped = choose(__package__, _PAIRS, _pure, "VM")
+_kind, _skipped = choose(__package__, _PAIRS, "VM")
+if _kind == "compiled":
+    from . import _engine_c as _module
+else:
+    from . import engine as _module  # type: ignore[no-redef]
 
 #: ``run(data, pos, ctx, feeder=None)`` of the chosen build (see ``engine.run``).
 run: Any = _module.run
