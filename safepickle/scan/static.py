@@ -194,8 +194,26 @@ def analyze(data: Any, start: int, judge: Judge, *, part: str = "", primary: boo
     return out
 
 
+@cython.cclass
 class _Walker:
-    """The simulation of one pickle stream (one object per stream)."""
+    """The simulation of one pickle stream (one object per stream).
+
+    Compiled, an extension type: its state is typed fields, and its helpers
+    (``cfunc``) are C calls from the walk, not attribute lookups."""
+
+    buf = cython.declare(object)
+    judge = cython.declare(object)
+    out = cython.declare(object)
+    rep = cython.declare(object)
+    joblib = cython.declare(cython.bint)
+    depth = cython.declare(cython.int)
+    limits = cython.declare(object)
+    proto = cython.declare(cython.int)
+    reported_limits = cython.declare(set)
+    stack = cython.declare(list)
+    marks = cython.declare(list)
+    memo = cython.declare(dict)
+    alloc = cython.declare(cython.longlong)
 
     def __init__(self, buf: Any, judge: Judge, out: Analysis, joblib: bool, depth: int) -> None:
         self.buf = buf
@@ -206,34 +224,38 @@ class _Walker:
         self.depth = depth
         self.limits = judge.limits
         self.proto = 0
-        self.reported_limits: set[str] = set()
+        self.reported_limits = set()
         # The VM's state, kept across the joblib array skips of one stream.
-        self.stack: list = []
-        self.marks: list = []
-        self.memo: dict = {}
+        self.stack = []
+        self.marks = []
+        self.memo = {}
         self.alloc = 0
 
     # -- recording -------------------------------------------------------------
 
+    @cython.cfunc
     def violation(self, kind: str, offset: int | None, opcode: str | None, rule: str, message: str,
-                  name: str | None = None) -> Violation:
+                  name: str | None = None):
         v = Violation(kind, self.rep.part, offset, opcode, rule, message, name)
         self.rep.violations.append(v)
         return v
 
-    def limit(self, which: str, offset: int, opcode: str, message: str) -> None:
+    @cython.cfunc
+    def limit(self, which: str, offset: int, opcode: str, message: str):
         if which in self.reported_limits:
             return
         self.reported_limits.add(which)
         maximum = getattr(self.limits, which)
         self.violation("limit", offset, opcode, f"limits.{which}", f"{message} (limit {which} = {maximum})")
 
-    def malformed(self, offset: int | None, opcode: str | None, rule: str, message: str) -> _Stop:
+    @cython.cfunc
+    def malformed(self, offset: int | None, opcode: str | None, rule: str, message: str):
         v = Violation("malformed", self.rep.part, offset, opcode, rule, message)
         self.rep.malformed = v
         return _Stop()
 
-    def site(self, offset: int, opcode: str, module: str, name: str) -> Site:
+    @cython.cfunc
+    def site(self, offset: int, opcode: str, module: str, name: str):
         verdict = self.judge.check(module, name, self.proto)
         s = Site(self.rep.part, offset, opcode, verdict.module, verdict.name, module, name,
                  allowed=verdict.allowed, rule=verdict.rule, message=verdict.message)
@@ -257,7 +279,8 @@ class _Walker:
         except MalformedPickle as e:
             self._decode_error(e)
 
-    def _decode_error(self, e: MalformedPickle) -> None:
+    @cython.cfunc
+    def _decode_error(self, e: MalformedPickle):
         off = e.offset
         opcode = e.opcode
         detail = e.detail
@@ -270,7 +293,8 @@ class _Walker:
                     self.limit("max_input_bytes", off, opcode or "?", f"declared length {n}")
         self.rep.malformed = Violation("malformed", self.rep.part, off, opcode, e.rule or "malformed", detail)
 
-    def _declared_length(self, off: int) -> tuple[int, int] | None:
+    @cython.cfunc
+    def _declared_length(self, off: int):
         """The length that the length-prefixed opcode at ``off`` declares,
         and the bytes left after its prefix."""
         op = BY_CODE.get(self.buf[off])
@@ -700,7 +724,8 @@ class _Walker:
             rep.opcodes = ops
             self.alloc = alloc
 
-    def _readonly(self, offset: int, stack: list) -> None:
+    @cython.cfunc
+    def _readonly(self, offset: int, stack: list):
         """READONLY_BUFFER on the top of ``stack``."""
         top = stack[-1]
         if type(top) is bytearray:
@@ -709,7 +734,8 @@ class _Walker:
             raise self.malformed(offset, "READONLY_BUFFER", "bad-argument",
                                  f"READONLY_BUFFER on a {describe(top)}, not a buffer")
 
-    def _py2_string(self, offset: int, code: int, raw: bytes, end: int) -> Any:
+    @cython.cfunc
+    def _py2_string(self, offset: int, code: int, raw: bytes, end: int):
         """BINSTRING, SHORT_BINSTRING, STRING: the value the VM would push (decoded with ``encoding``)."""
         n = len(raw)
         if n >= _BLOB_MIN and code != 0x53 and raw[:6].startswith(BLOB_MAGICS):
@@ -725,7 +751,8 @@ class _Walker:
 
     # -- opcodes with more to say ---------------------------------------------------
 
-    def _stack_global(self, offset: int, module: Any, name: Any) -> Any:
+    @cython.cfunc
+    def _stack_global(self, offset: int, module: Any, name: Any):
         if type(module) is str and type(name) is str:
             return GlobalValue(self.site(offset, "STACK_GLOBAL", module, name))
         if (vm_built(module) and type(module) is not str) or (vm_built(name) and type(name) is not str):
@@ -740,7 +767,8 @@ class _Walker:
                        "the load would resolve")
         return GlobalValue(s)
 
-    def _extension(self, offset: int, opcode: str, code: int) -> Any:
+    @cython.cfunc
+    def _extension(self, offset: int, opcode: str, code: int):
         if code <= 0:
             raise self.malformed(offset, opcode, "bad-argument", f"EXT specifies code {code} <= 0")
         mapped = self.judge.extension(code)
@@ -754,7 +782,8 @@ class _Walker:
         self.rep.extensions.append(Extension(self.rep.part, offset, code, s.qualified))
         return GlobalValue(s)
 
-    def _persistent(self, offset: int, opcode: str, pid: Any) -> Any:
+    @cython.cfunc
+    def _persistent(self, offset: int, opcode: str, pid: Any):
         shown = describe(pid)
         self.rep.persistent_ids.append(PersistentId(self.rep.part, offset, opcode, shown))
         if not self.judge.runtime.persistent_ids:
@@ -763,7 +792,8 @@ class _Walker:
                            "persistent ids")
         return Made(None, None, (pid,))
 
-    def _refuse_use(self, offset: int, opcode: str, rule: str, target: Any, what: str) -> None:
+    @cython.cfunc
+    def _refuse_use(self, offset: int, opcode: str, rule: str, target: Any, what: str):
         if type(target) is GlobalValue:
             name = target.site.qualified
             msg = f"{what} on the global {name} itself: the VM only acts on objects an allowed call produced"
@@ -772,7 +802,8 @@ class _Walker:
             msg = f"{what} on {describe(target)}, an object the VM built itself: never allowed"
         self.violation("use", offset, opcode, rule, msg, name)
 
-    def _reduce(self, offset: int, func: Any, args: Any) -> Any:
+    @cython.cfunc
+    def _reduce(self, offset: int, func: Any, args: Any):
         if vm_built(args) and type(args) is not tuple:
             raise self.malformed(offset, "REDUCE", "bad-argument",
                                  f"REDUCE arguments must be a tuple, not {describe(args)}")
@@ -789,7 +820,8 @@ class _Walker:
             self._refuse_use(offset, "REDUCE", "call-target", func, "REDUCE")
         return Made(None, None, args)
 
-    def _newobj(self, offset: int, opcode: str, cls: Any, args: Any, kwargs: Any) -> Any:
+    @cython.cfunc
+    def _newobj(self, offset: int, opcode: str, cls: Any, args: Any, kwargs: Any):
         if vm_built(cls):
             raise self.malformed(offset, opcode, "bad-argument",
                                  f"{opcode} class argument must be a type, not {describe(cls)}")
@@ -804,7 +836,8 @@ class _Walker:
             return Made(cls.site, cls.site, args)
         return Made(None, None, args)
 
-    def _collect(self, offset: int, opcode: str, code: int, items: list) -> Any:
+    @cython.cfunc
+    def _collect(self, offset: int, opcode: str, code: int, items: list):
         """TUPLE, LIST, DICT, FROZENSET, OBJ: the value built from ``items``."""
         if code == 0x74:
             return tuple(items)
@@ -831,20 +864,23 @@ class _Walker:
             self._refuse_use(offset, opcode, "call-target", cls, "OBJ")
         return Made(None, None, tuple(items[1:]))
 
-    def _check_keys(self, offset: int, opcode: str, keys: list) -> None:
+    @cython.cfunc
+    def _check_keys(self, offset: int, opcode: str, keys: list):
         """Refuse, as the VM would, keys or set items it could not hash."""
         for key in keys:
             if type(key) not in _PLAIN_KEYS:
                 self._check_key(offset, opcode, key)
 
-    def _check_key(self, offset: int, opcode: str, key: Any) -> None:
+    @cython.cfunc
+    def _check_key(self, offset: int, opcode: str, key: Any):
         problem = key_problem(key, self.limits.max_depth)
         if problem == "unhashable":
             raise self.malformed(offset, opcode, "bad-argument", f"unhashable key or set item: {describe(key)}")
         if problem == "deep":
             self.limit("max_depth", offset, opcode, "a key made of tuples nested deeper than max_depth")
 
-    def _fill(self, offset: int, code: int, target: Any, items: list) -> None:
+    @cython.cfunc
+    def _fill(self, offset: int, code: int, target: Any, items: list):
         """APPEND(S), SETITEM(S), ADDITEMS (by opcode byte) into ``target``."""
         n = len(items)
         t = type(target)
@@ -877,13 +913,15 @@ class _Walker:
         elif n:
             self._use_on(offset, opcode, "additems-target", target, "ADDITEMS")
 
-    def _use_on(self, offset: int, opcode: str, rule: str, target: Any, what: str) -> None:
+    @cython.cfunc
+    def _use_on(self, offset: int, opcode: str, rule: str, target: Any, what: str):
         if vm_built(target) or type(target) is GlobalValue:
             self._refuse_use(offset, opcode, rule, target, what)
         elif type(target) is Made and target.cls is not None:
             target.cls.uses.append(("filled", offset))
 
-    def _build(self, offset: int, end: int, frame_end: int, target: Any, state: Any) -> int | None:
+    @cython.cfunc
+    def _build(self, offset: int, end: int, frame_end: int, target: Any, state: Any):
         """BUILD: record the use; in joblib mode, skip the array that follows
         a ``NumpyArrayWrapper`` and return where decoding resumes."""
         if vm_built(target) or type(target) is GlobalValue:
@@ -907,7 +945,8 @@ class _Walker:
             raise _Stop()
         return self._skip_joblib_array(offset, end, state)
 
-    def _skip_joblib_array(self, offset: int, end: int, state: Any) -> int:
+    @cython.cfunc
+    def _skip_joblib_array(self, offset: int, end: int, state: Any):
         """Where joblib's ``NumpyArrayWrapper.read`` leaves the file."""
         info = _joblib_array(state)
         if isinstance(info, str):

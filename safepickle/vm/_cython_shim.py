@@ -44,6 +44,10 @@ class _Shim:
         return func
 
     @staticmethod
+    def cclass(cls: type) -> type:
+        return cls
+
+    @staticmethod
     def inline(func: Callable[..., Any]) -> Callable[..., Any]:
         return func
 
