@@ -132,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: Any) -> int:
+    if hasattr(args, "encoding"):
+        from .common import check_decoding_options
+
+        check_decoding_options(args.encoding, args.errors)
     if args.command == "scan":
         from .scan_cmd import run
     elif args.command == "load":

@@ -6,14 +6,16 @@ prints it as ``safepickle: <line>`` and never a traceback.
 
 from __future__ import annotations
 
+import codecs
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
 __all__ = ["CliError", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "load_policy_arg", "iter_inputs", "Progress",
-           "read_input", "one_line"]
+           "read_input", "one_line", "check_decoding_options"]
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -52,9 +54,26 @@ def load_policy_arg(value: str | None) -> Any:
         raise CliError(f"cannot load policy {value!r}: {e}") from None
 
 
+def check_decoding_options(encoding: str, errors: str) -> None:
+    """A :class:`CliError` (exit 2) for an ``--encoding`` or ``--errors`` that
+    Python does not know: a typo must not turn every Python 2 file into a
+    refusal.  ``bytes`` is pickle's own encoding (py2 str stays bytes)."""
+    if encoding != "bytes":
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise CliError(f"--encoding {encoding!r}: unknown encoding") from None
+    try:
+        codecs.lookup_error(errors)
+    except LookupError:
+        raise CliError(f"--errors {errors!r}: unknown error handler (strict, ignore, replace, "
+                       "backslashreplace, surrogateescape...)") from None
+
+
 def iter_inputs(paths: list[str], errors: list[tuple[str, str]]) -> Iterator[str]:
-    """Every file to scan: files as given, directories walked recursively
-    (sorted, symlinked directories not followed), ``-`` for stdin.  Paths
+    """Every file to scan: files (and named pipes) as given, directories
+    walked recursively (sorted, symlinked directories not followed), ``-``
+    for stdin.  Paths
     that cannot be used go to ``errors`` as ``(path, reason)``."""
     for p in paths:
         if p == "-":
@@ -70,12 +89,21 @@ def iter_inputs(paths: list[str], errors: list[tuple[str, str]]) -> Iterator[str
                     full = os.path.join(root, name)
                     if os.path.isfile(full):
                         yield full
-        elif os.path.isfile(p):
+        elif os.path.isfile(p) or _is_fifo(p):
+            # A pipe named on the command line (``<(gunzip -c x.gz)``) is read
+            # to its end, as stdin is; a directory walk takes regular files only.
             yield p
         elif os.path.exists(p):
             errors.append((p, "not a regular file"))
         else:
             errors.append((p, "no such file or directory"))
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def _reason(e: OSError) -> str:

@@ -11,7 +11,9 @@ built-in containers and NumPy arrays (whose types the policy admitted).
 
 from __future__ import annotations
 
+import collections
 import io
+import itertools
 import sys
 from typing import Any
 
@@ -40,21 +42,31 @@ def _short(obj: Any, width: int = 40) -> str:
     return text if len(text) <= width + 10 else text[: width + 7] + "..."
 
 
+def _builtin_base(obj: Any) -> type | None:
+    """The built-in container type ``obj`` is (or subclasses: OrderedDict,
+    defaultdict, Counter, deque, namedtuple...), whose C methods read it
+    without running a Python override."""
+    t = type(obj)  # not isinstance: it would read a __class__ the object may define
+    for base in (dict, list, tuple, set, frozenset, collections.deque):
+        if issubclass(t, base):
+            return base
+    return None
+
+
 def summarize(obj: Any) -> list[str]:
     """A few lines about ``obj``: its type, size, first keys or items, shape."""
     t = type(obj)
     lines = [f"type: {_type_name(obj)}"]
+    base = _builtin_base(obj)
     if t in (str, bytes, bytearray):
         lines.append(f"length: {len(obj)}")
         lines.append(f"value: {_short(obj, 60)}")
-    elif t is dict:
-        lines.append(f"length: {len(obj)}")
-        keys = [_short(k, 30) for k in list(obj)[:10]]
-        lines.append("keys: " + ", ".join(keys) + (", ..." if len(obj) > 10 else ""))
-    elif t in (list, tuple, set, frozenset):
-        lines.append(f"length: {len(obj)}")
-        items = [_short(x, 30) for x in list(obj)[:10]]
-        lines.append("items: " + ", ".join(items) + (", ..." if len(obj) > 10 else ""))
+    elif base is not None:
+        n = base.__len__(obj)
+        first = list(itertools.islice(base.__iter__(obj), 10))
+        lines.append(f"length: {n}")
+        label = "keys" if base is dict else "items"
+        lines.append(f"{label}: " + ", ".join(_short(x, 30) for x in first) + (", ..." if n > 10 else ""))
     elif t.__module__.split(".")[0] == "numpy" and hasattr(t, "shape") and hasattr(t, "dtype"):
         lines.append(f"shape: {tuple(obj.shape)}")
         lines.append(f"dtype: {obj.dtype}")
@@ -64,7 +76,7 @@ def summarize(obj: Any) -> list[str]:
 
 
 def run(args: Any) -> int:
-    from .. import SafePickleError, load
+    from .. import MalformedPickle, SafePickleError, load
     from ..scan.formats import npy_header, sniff
 
     policy = load_policy_arg(args.policy)
@@ -95,6 +107,9 @@ def run(args: Any) -> int:
         except SafePickleError as e:
             # Offsets in the error count from the start of this pickle.
             base = f" (the pickle starts at file offset {pos})" if pos else ""
+            if index == 0 and kind is None and data[0] != 0x80 and isinstance(e, MalformedPickle) \
+                    and e.offset in (0, None):
+                base += " (the file's format is not recognised: it was read as a raw pickle)"
             out.write(f"{args.path}: REFUSED: {type(e).__name__}: {e}{base}\n")
             return EXIT_REFUSED
         index += 1

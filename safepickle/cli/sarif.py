@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pathlib
+import urllib.parse
 from typing import Any
 
 from ..scan.report import KINDS
@@ -38,15 +40,20 @@ _KIND_TEXT = {**KINDS, "io": "an input that could not be read"}
 
 
 def _uri(path: str) -> str:
+    """The path as a SARIF ``uri``: an RFC 3986 URI reference.  Relative to the
+    working directory when the file is under it (what code-scanning services
+    resolve against the checkout), a ``file://`` URI otherwise; spaces, ``#``,
+    ``%``, non-ASCII and undecodable bytes of the name are percent-encoded."""
     if path == "-":
         return "stdin"
     try:
         rel = os.path.relpath(path)
     except ValueError:  # another drive on Windows
-        rel = path
-    if rel.startswith(".."):
-        rel = os.path.abspath(path)
-    return rel.replace(os.sep, "/")
+        rel = ".."
+    if rel == ".." or rel.startswith(".." + os.sep):
+        return pathlib.Path(os.path.abspath(path)).as_uri()
+    # ":" stays encoded: in a first segment it would read as a URI scheme.
+    return urllib.parse.quote(os.fsencode(rel.replace(os.sep, "/")), safe="/!$&'()*+,;=@")
 
 
 def _fingerprint(*parts: Any) -> str:

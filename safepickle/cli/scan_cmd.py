@@ -139,6 +139,8 @@ def _what(r: dict) -> str:
     fmt = r["format"]
     extra = [f for f in r["formats"] if f != fmt]
     text = fmt + (f" (also {', '.join(extra)})" if extra else "")
+    if fmt == "unknown":
+        text = "format not recognised, scanned as a raw pickle"
     if r["protocol"] is not None:
         text += f", protocol {r['protocol']}"
     return text

@@ -89,6 +89,12 @@ def check_policy(policy: Any, *, import_modules: bool = True) -> list[Finding]:
         if canonical in AMPLIFIERS and canonical not in CALL_GUARDS:
             findings.append(Finding(field, entry, "callable known to amplify (it can allocate far more than the bytes "
                                     "that ask for it) and safepickle has no argument guard for it"))
+        elif qualname == "*":
+            covered = _wildcard_amplifiers(policy, module, CALL_GUARDS)
+            if covered:
+                findings.append(Finding(field, entry, "admits callables known to amplify (they can allocate far more "
+                                        "than the bytes that ask for it) that safepickle has no argument guard for: "
+                                        + ", ".join(covered)))
         if import_modules:
             findings.extend(_class_checks(field, entry, module, qualname))
     for i, entry in enumerate(policy.unsafe_override_denylist):
@@ -98,6 +104,18 @@ def check_policy(policy: Any, *, import_modules: bool = True) -> list[Finding]:
         findings.append(Finding("persistent_ids", "true", "persistent ids are enabled: every id a stream writes "
                                 "reaches your persistent_load, which must treat it as hostile input"))
     return findings
+
+
+def _wildcard_amplifiers(policy: Any, module: str, guards: Any) -> list[str]:
+    """The unguarded amplifiers of ``module`` that ``policy`` admits (its
+    static verdict: a wildcard entry is what admits them)."""
+    runtime = policy.runtime()
+    out = []
+    for entry in sorted(AMPLIFIERS):
+        mod, _, name = entry.partition(":")
+        if mod == module and "." not in name and entry not in guards and runtime.check(mod, name, 4, True).allowed:
+            out.append(entry)
+    return out
 
 
 def _near_deny_list(field: str, entry: str, module: str, qualname: str, denied: list[str]) -> list[Finding]:
