@@ -235,3 +235,32 @@ def test_check_flags_unguarded_amplifiers_behind_a_wildcard():
     assert "math:factorial" not in found[0].message  # denied: the wildcard does not admit it
     quiet = Policy.model_validate({"name": "q", "allow": ["fractions:*"]})
     assert not [f for f in check_policy(quiet, import_modules=False) if "amplify" in f.message]
+
+
+# -- policy infer ----------------------------------------------------------------------
+
+
+def test_infer_says_why_each_built_in_is_extended(tmp_path):
+    np = pytest.importorskip("numpy")
+    from safepickle.policy_tools import infer_policy
+
+    arr = tmp_path / "arr.pkl"
+    arr.write_bytes(pickle.dumps(np.arange(3), 4))
+    od = tmp_path / "od.pkl"
+    od.write_bytes(pickle.dumps(collections.OrderedDict(a=1), 2))
+    result = infer_policy([str(arr), str(od)], name="why")
+    assert not result.problems and result.text
+    comments = {line.split(":", 1)[0][2:]: line for line in result.text.splitlines()
+                if line.startswith("# ") and ": for " in line}
+    assert set(comments) == set(result.base)
+    for base, line in comments.items():
+        needs = result.base_needs[base]
+        assert needs and all(q in line for q in needs[:6])
+    if "stdlib" in comments:
+        assert "collections:OrderedDict" in comments["stdlib"] and "od.pkl" in comments["stdlib"]
+    assert "arr.pkl" in comments["numpy-only"]
+    import safepickle
+
+    policy = Policy.model_validate(__import__("tomllib").loads(result.text))
+    assert list(safepickle.loads(od.read_bytes(), policy=policy).items()) == [("a", 1)]
+    assert (safepickle.loads(arr.read_bytes(), policy=policy) == np.arange(3)).all()

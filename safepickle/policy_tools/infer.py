@@ -30,6 +30,7 @@ class InferResult:
     samples: list[str]
     needed: dict[str, list[str]] = field(default_factory=dict)  # module:qualname -> where
     base: list[str] = field(default_factory=list)
+    base_needs: dict[str, list[str]] = field(default_factory=dict)  # base -> needed globals only it brings
     allow: list[str] = field(default_factory=list)
     persistent_ids: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -113,8 +114,25 @@ def infer_policy(paths: list[str], *, name: str, fix_imports: bool = True, encod
 
     base_rts = [load_policy(n).runtime() for n in result.base]
     result.allow = [q for q in needed if not any(rt.check(*q.split(":", 1), 4, True).allowed for rt in base_rts)]
+    floor = load_policy("data-only").runtime()
+    for base, rt in zip(result.base, base_rts, strict=True):
+        result.base_needs[base] = [q for q in needed if rt.check(*q.split(":", 1), 4, True).allowed
+                                   and not floor.check(*q.split(":", 1), 4, True).allowed]
     result.text = _render(result, name)
     return result
+
+
+def _base_comments(result: InferResult) -> list[str]:
+    """One comment per extended built-in: what the samples need from it, and which files."""
+    out = []
+    for base, globs in result.base_needs.items():
+        if not globs:
+            continue
+        files = list(dict.fromkeys(w.split("@")[0] for q in globs for w in result.needed[q]))
+        names = ", ".join(globs[:6]) + (f" and {len(globs) - 6} more" if len(globs) > 6 else "")
+        shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
+        out.append(" ".join(f"# {base}: for {names} (needed by {shown})".split()))
+    return out
 
 
 def _render(result: InferResult, name: str) -> str:
@@ -125,6 +143,7 @@ def _render(result: InferResult, name: str) -> str:
         "# Each allow entry names the files (and offsets) that needed it.  Review before use.",
         f"name = {string(name)}",
         f"description = {string('Admits what the sample files ' + shown + ' need')}",
+        *_base_comments(result),
         "extends = [" + ", ".join(string(b) for b in result.base) + "]",
         "",
     ]
