@@ -111,6 +111,10 @@ def _extensions() -> list[Extension]:
             raise
         _log("Cython is not installed: installing the interpreted VM only (slower, same behaviour)")
         return []
+    # Cython deep-copies parts of the syntax tree, recursively: the scanner's
+    # walk (one long if/elif chain over the opcodes) needs more than the
+    # default 1000 frames when setuptools' own frames are below it.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
     exts = [
         Extension(module, [_generated_copy(module, source)])
         for module, source in COMPILED_MODULES.items()

@@ -27,7 +27,6 @@ does, so nothing after an array goes unseen.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from struct import Struct
 from typing import Any
 
@@ -152,18 +151,20 @@ class Judge:
             return e
 
 
-@dataclass
 class Analysis:
     """What :func:`analyze` returns: the report of the stream, and what the
     container layer needs to go on (the value STOP returned when it is an int,
     bytes values that look like pickles or containers, whether a joblib array
     wrapper was seen, the pickles nested in joblib object arrays)."""
 
-    report: PickleReport
-    result: Any = None
-    blobs: list[tuple[int, int]] = field(default_factory=list)  # (start, length) within the buffer
-    joblib_wrappers: int = 0
-    nested: list[Analysis] = field(default_factory=list)
+    __slots__ = ("report", "result", "blobs", "joblib_wrappers", "nested")
+
+    def __init__(self, report: PickleReport) -> None:
+        self.report = report
+        self.result: Any = None
+        self.blobs: list[tuple[int, int]] = []  # (start, length) within the buffer
+        self.joblib_wrappers = 0
+        self.nested: list[Analysis] = []
 
 
 class _Stop(Exception):
@@ -187,8 +188,8 @@ def analyze(data: Any, start: int, judge: Judge, *, part: str = "", primary: boo
     malformed is reported as such (``report.malformed``), with everything
     found before that point.
     """
-    buf = as_buffer(data)
-    rep = PickleReport(part=part, start=start, primary=primary, view=view)
+    buf = data if type(data) is bytes else as_buffer(data)
+    rep = PickleReport(part, start, primary=primary, view=view)
     out = Analysis(rep)
     _Walker(buf, judge, out, joblib, _depth).run(start)
     return out
