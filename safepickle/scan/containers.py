@@ -71,7 +71,20 @@ def _join(label: str, name: str) -> str:
     return f"{label}!{name}" if label else name
 
 
+@cython.cclass
 class _Walker:
+    """Everything read in one input, and the report it fills.  Compiled, an
+    extension type whose methods are C calls from one another."""
+
+    judge = cython.declare(object)
+    limits = cython.declare(object)
+    report = cython.declare(object)
+    max_nesting = cython.declare(object)
+    budget = cython.declare(object)
+    budget_spent = cython.declare(cython.bint)
+    analyses = cython.declare(list)
+    visitor = cython.declare(object)
+
     def __init__(self, judge: Judge, report: ScanReport) -> None:
         self.judge = judge
         self.limits = judge.limits
@@ -79,25 +92,29 @@ class _Walker:
         self.max_nesting = min(MAX_NESTING, judge.limits.max_depth)
         self.budget = judge.limits.max_alloc_bytes  # bytes inflated or scanned inside containers
         self.budget_spent = False
-        self.analyses: list[tuple[Analysis, bool]] = []  # (analysis, counts as primary)
-        self.visitor: Any = None  # called with (analysis, buffer) for every pickle kept (disasm)
+        self.analyses = []  # (analysis, counts as primary)
+        self.visitor = None  # called with (analysis, buffer) for every pickle kept (disasm)
 
     # -- recording ------------------------------------------------------------------
 
+    @cython.cfunc
     def format(self, kind: str) -> None:
         if kind not in self.report.formats:
             self.report.formats.append(kind)
 
+    @cython.cfunc
     def problem(self, kind: str, part: str, rule: str, message: str, primary: bool, offset: int | None = None) -> None:
         if primary:
             self.report.violations.append(Violation(kind, part, offset, None, rule, message))
         else:
             self.note(f"{part}: {message}" if part else message)
 
+    @cython.cfunc
     def note(self, text: str) -> None:
         if text not in self.report.notes:
             self.report.notes.append(text)
 
+    @cython.cfunc
     def spend(self, n: int, part: str) -> bool:
         """Charge ``n`` bytes to the container budget; False when it is spent."""
         if self.budget_spent:
@@ -111,6 +128,7 @@ class _Walker:
             return False
         return True
 
+    @cython.cfunc
     def keep(self, a: Analysis, primary: bool, buf: Any) -> None:
         self.analyses.append((a, primary))
         if self.visitor is not None:
@@ -120,6 +138,7 @@ class _Walker:
 
     # -- dispatch --------------------------------------------------------------------
 
+    @cython.cfunc
     def walk(self, buf: Any, label: str, depth: int, primary: bool) -> str:
         """Scan ``buf`` (a whole input or member) as everything it can be;
         returns the format it was read as first."""
@@ -148,6 +167,7 @@ class _Walker:
 
     # -- pickles in a row ----------------------------------------------------------------
 
+    @cython.cfunc
     def pickles(self, buf: Any, label: str, start: int, depth: int, primary: bool) -> str:
         """Every pickle from ``start`` on, one after another; then whatever follows."""
         n = len(buf)
@@ -195,6 +215,7 @@ class _Walker:
             self.note(f"{label or 'input'}: {count} pickles one after another")
         return fmt
 
+    @cython.cfunc
     def one_pickle(self, buf: Any, part: str, pos: int, primary: bool) -> Analysis:
         a = analyze(buf, pos, self.judge, part=part, primary=primary)
         if not a.joblib_wrappers:
@@ -207,6 +228,7 @@ class _Walker:
         self.keep(a, False, buf)
         return j
 
+    @cython.cfunc
     def follow_blobs(self, a: Analysis, buf: Any, depth: int) -> None:
         """Scan the bytes values of a stream that hold a pickle or a container."""
         for off, length in a.blobs:
@@ -217,6 +239,7 @@ class _Walker:
                       f"{describe_bytes(buf, off, off + length)}: scanned as well")
             self.walk(_slice(buf, off, off + length), label, depth + 1, False)
 
+    @cython.cfunc
     def trailing(self, buf: Any, label: str, pos: int, depth: int, primary: bool) -> None:
         n = len(buf)
         what = describe_bytes(buf, pos, n)
@@ -231,6 +254,7 @@ class _Walker:
         elif self.spend(n - pos, label):
             self.walk(_slice(buf, pos, n), f"{label}@{pos}", depth + 1, False)
 
+    @cython.cfunc
     def appended_zip(self, buf: Any, label: str, after: int, depth: int) -> None:
         """A zip after the pickle data, found by its end record as zipfile
         finds it (member offsets relative to the zip or to the file alike)."""
@@ -250,6 +274,7 @@ class _Walker:
 
     # -- zip --------------------------------------------------------------------------------
 
+    @cython.cfunc
     def zip(self, buf: Any, label: str, depth: int, primary: bool) -> None:
         try:
             archive = read_archive(buf, max_entries=self.limits.max_container)
@@ -271,6 +296,7 @@ class _Walker:
                          "(members found by their local headers were scanned)", primary)
         self.zip_members(buf, archive, label, depth, primary)
 
+    @cython.cfunc
     def zip_members(self, buf: Any, archive: Any, label: str, depth: int, primary: bool) -> None:
         seen: set[str] = set()
         for entry in archive.entries:
@@ -282,6 +308,7 @@ class _Walker:
                 self.note(f"{part}: {p}")
             self.member(buf, entry, part, depth, primary)
 
+    @cython.cfunc
     def member(self, buf: Any, entry: Any, part: str, depth: int, primary: bool) -> None:
         """One zip member: scanned as pickles when it is named ``*.pkl`` or
         starts with a PROTO opcode, as a container when it is one."""
@@ -324,6 +351,7 @@ class _Walker:
 
     # -- npy, compressed, tar -------------------------------------------------------------------
 
+    @cython.cfunc
     def npy(self, buf: Any, label: str, depth: int, primary: bool) -> None:
         h = npy_header(buf, 0)
         if isinstance(h, str):
@@ -348,6 +376,7 @@ class _Walker:
             self.note(f"{pkl_part}: {len(buf) - end} bytes after the array's pickle (offset {end}) are ignored "
                       "by numpy.load")
 
+    @cython.cfunc
     def compressed(self, kind: str, buf: Any, label: str, depth: int, primary: bool) -> None:
         limit = min(self.limits.max_input_bytes, max(self.budget, 0))
         try:
@@ -364,6 +393,7 @@ class _Walker:
             return
         self.walk(data, _join(label, f"<{kind}>"), depth + 1, primary)
 
+    @cython.cfunc
     def tar(self, buf: Any, label: str, depth: int, primary: bool) -> None:
         try:
             with tarfile.open(fileobj=io.BytesIO(bytes(buf)), mode="r:") as tf:
@@ -371,6 +401,7 @@ class _Walker:
         except (tarfile.TarError, OSError, ValueError, EOFError) as e:
             self.problem("container", label, "tar", f"unreadable tar archive: {e}", primary)
 
+    @cython.cfunc
     def tar_members(self, tf: tarfile.TarFile, label: str, depth: int, primary: bool) -> None:
         count = 0
         for m in tf:
