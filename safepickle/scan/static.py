@@ -38,6 +38,7 @@ except ImportError:  # Cython is only a build requirement: interpreted, the anno
 from ..codec.decode import as_buffer, read_argument
 from ..codec.opcodes import BY_CODE, NAMES
 from ..errors import ForbiddenGlobal, MalformedPickle
+from ..vm import costs
 from .report import Extension, PersistentId, PickleReport, Site, Violation
 
 if cython.compiled:
@@ -69,6 +70,17 @@ _CALL_WRAPPERS = frozenset({"copyreg:_reconstructor", "copyreg:__newobj__", "cop
 # Values that are always usable as a dict key or set item (``key_problem`` is None).
 _PLAIN_KEYS = frozenset({str, int, float, bool, bytes, type(None)})
 _MISSING = object()
+
+# What a load charges against max_alloc_bytes, charged as the VM charges it
+# (``safepickle/vm/costs.py``): containers by their empty size, a reference or
+# a container entry by its share, and every CHECK_EVERY opcodes the references
+# that the stack and the memo hold.
+_REF_COST = cython.declare(cython.longlong, costs.REF)
+_ENTRY_COST = cython.declare(cython.longlong, costs.ENTRY)
+_LIST_COST = cython.declare(cython.longlong, costs.LIST)
+_DICT_COST = cython.declare(cython.longlong, costs.DICT)
+_SET_COST = cython.declare(cython.longlong, costs.SET)
+CHECK_EVERY = cython.declare(cython.longlong, costs.CHECK_EVERY)
 
 # In-place readings of the fixed-width arguments (the layouts the codec's
 # argument kinds document); the compiled build reads the 4-byte ones itself.
@@ -317,7 +329,8 @@ class _Walker:
         pos=cython.longlong, end=cython.longlong, limit=cython.longlong, frame_end=cython.longlong,
         stop=cython.longlong, first=cython.longlong, n=cython.longlong, k=cython.longlong,
         fence=cython.longlong, code=cython.int, offset=cython.longlong, ops=cython.longlong, alloc=cython.longlong,
-        report_ops_at=cython.longlong, max_depth=cython.longlong, max_memo=cython.longlong,
+        report_ops_at=cython.longlong, check_at=cython.longlong, refs=cython.longlong,
+        max_depth=cython.longlong, max_memo=cython.longlong,
         max_container=cython.longlong, max_alloc=cython.longlong, stack=list, marks=list, memo=dict,
     )
     def _walk(self, pos: int) -> int:
@@ -349,6 +362,7 @@ class _Walker:
         ops = rep.opcodes
         # The first opcode past max_ops is reported (once: ``ops`` grows by one).
         report_ops_at = limits.max_ops + 1
+        check_at = ops + CHECK_EVERY
         end = len(buf)
         limit = end  # no opcode may end past this: the current frame's end, or the data's
         frame_end = -1
@@ -365,6 +379,13 @@ class _Walker:
                         raise MalformedPickle("pickle data was truncated before STOP", offset=pos, rule="truncated")
                 offset = pos
                 code = view[pos]
+                if ops > check_at:  # as the VM does, every CHECK_EVERY opcodes
+                    check_at = ops + CHECK_EVERY
+                    refs = _REF_COST * (len(stack) + len(memo))
+                    if alloc + refs > max_alloc:
+                        self._over_alloc(offset, code, alloc + refs)
+                        if refs > max_alloc:  # the simulation's own stack would pass the limit too: stop
+                            raise _Stop()
                 if ops == report_ops_at:  # as the VM does: before the argument is read
                     self.limit("max_ops", pos, NAMES[code], f"more than {limits.max_ops} opcodes")
                 # -- the frequent opcodes, their arguments read in place ------------------------
@@ -392,7 +413,7 @@ class _Walker:
                             arg, stop = read_argument(buf, code, pos, end, limit)  # refuses, in the reader's words
                     alloc += stop - first
                     if alloc > max_alloc:
-                        self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
+                        self._over_alloc(offset, code, alloc)
                     stack.append(arg)
                     pos = stop
                 elif code == 0x94:  # MEMOIZE
@@ -498,14 +519,11 @@ class _Walker:
                 elif code == 0x88 or code == 0x89:  # NEWTRUE, NEWFALSE
                     stack.append(code == 0x88)
                     pos += 1
-                elif code == 0x5D:  # EMPTY_LIST
-                    stack.append(ListValue())
-                    pos += 1
-                elif code == 0x7D:  # EMPTY_DICT
-                    stack.append(DictValue())
-                    pos += 1
-                elif code == 0x8F:  # EMPTY_SET
-                    stack.append(Built("set"))
+                elif code == 0x5D or code == 0x7D or code == 0x8F:  # EMPTY_LIST, EMPTY_DICT, EMPTY_SET
+                    alloc += _LIST_COST if code == 0x5D else _DICT_COST if code == 0x7D else _SET_COST
+                    if alloc > max_alloc:
+                        self._over_alloc(offset, code, alloc)
+                    stack.append(ListValue() if code == 0x5D else DictValue() if code == 0x7D else Built("set"))
                     pos += 1
                 elif code == 0x43 or code == 0x42 or code == 0x8E or code == 0x96:
                     # SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8: only the length is read
@@ -524,7 +542,7 @@ class _Walker:
                     stop = first + n
                     alloc += n
                     if alloc > max_alloc:
-                        self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
+                        self._over_alloc(offset, code, alloc)
                     if n >= _BLOB_MIN and bytes(buf[first:first + 6]).startswith(BLOB_MAGICS):
                         out.blobs.append((first, n))
                     # Only the value's type and first bytes matter to the simulation (messages
@@ -540,8 +558,18 @@ class _Walker:
                     if k <= fence:
                         raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
                     target = stack[k - 1]
+                    n = len(stack) - k
+                    # charged as the VM charges them: appended references, dict entries, a set's items
+                    if code == 0x65:
+                        alloc += _REF_COST * n if type(target) is ListValue else 0
+                    elif code == 0x75:
+                        alloc += _ENTRY_COST * n if type(target) is DictValue else 0
+                    else:
+                        alloc += _LIST_COST + _ENTRY_COST * n
+                    if alloc > max_alloc:
+                        self._over_alloc(offset, code, alloc)
                     if code == 0x65 and type(target) is ListValue:  # APPENDS to a list: only the count matters
-                        target.n += len(stack) - k
+                        target.n += n
                         del stack[k:]
                         if target.n > max_container:
                             self.limit("max_container", offset, "APPENDS", f"{target.n} items in one list")
@@ -567,6 +595,9 @@ class _Walker:
                     n = len(stack) - k
                     if n > max_container:
                         self.limit("max_container", offset, NAMES[code], f"{n} items in one container")
+                    alloc += _LIST_COST + _ENTRY_COST * n
+                    if alloc > max_alloc:
+                        self._over_alloc(offset, code, alloc)
                     items = stack[k:]
                     del stack[k:]
                     if code != 0x31:
@@ -678,7 +709,7 @@ class _Walker:
                     elif code == 0x8D or code == 0x56:  # BINUNICODE8, UNICODE
                         alloc += len(arg) if code == 0x56 else pos - offset - 9
                         if alloc > max_alloc:
-                            self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
+                            self._over_alloc(offset, code, alloc)
                         stack.append(arg)
                     elif code == 0x70:  # PUT
                         if len(stack) <= fence:
@@ -694,12 +725,12 @@ class _Walker:
                     elif code == 0x54 or code == 0x55 or code == 0x53:  # BINSTRING, SHORT_BINSTRING, STRING
                         alloc += len(arg)
                         if alloc > max_alloc:
-                            self.limit("max_alloc_bytes", offset, NAMES[code], f"{alloc} bytes of strings and bytes")
+                            self._over_alloc(offset, code, alloc)
                         stack.append(self._py2_string(offset, code, arg, pos))
                     elif code == 0x8B:  # LONG4
                         alloc += pos - offset
                         if alloc > max_alloc:
-                            self.limit("max_alloc_bytes", offset, "LONG4", f"{alloc} bytes of strings and bytes")
+                            self._over_alloc(offset, code, alloc)
                         stack.append(arg)
                     elif code == 0x69:  # INST
                         if not marks:
@@ -724,6 +755,11 @@ class _Walker:
         finally:
             rep.opcodes = ops
             self.alloc = alloc
+
+    @cython.cfunc
+    def _over_alloc(self, offset: int, code: int, total: int):
+        self.limit("max_alloc_bytes", offset, NAMES[code],
+                   f"{total} bytes of strings, bytes, containers and references (counted as the VM counts them)")
 
     @cython.cfunc
     def _readonly(self, offset: int, stack: list):

@@ -38,6 +38,7 @@ except ImportError:  # Cython is only a build requirement: interpreted, the anno
 from ..codec.opcodes import BY_NAME, NAMES
 from ..codec.readers import BadArgument, Truncated
 from ..errors import InternalError, LimitExceeded, MalformedPickle, SafePickleError
+from . import costs
 from .actions import LoadContext, brief_exception
 
 if cython.compiled:
@@ -54,7 +55,7 @@ else:
 
 __all__ = ["run", "CHECK_EVERY"]
 
-CHECK_EVERY = 4096
+CHECK_EVERY = costs.CHECK_EVERY
 
 _U2 = Struct("<H").unpack_from
 _U4 = Struct("<I").unpack_from
@@ -78,15 +79,13 @@ _READ_EXT4 = BY_NAME["EXT4"].arg.read
 
 _MISSING = object()
 
-# What the containers the VM builds cost against max_alloc_bytes, in bytes
-# (CPython 3.11, 64-bit: sys.getsizeof of the empty ones; a dict or set entry
-# costs about two references): one byte of EMPTY_SET must not be 216 free bytes.
+# What the containers the VM builds cost against max_alloc_bytes (see costs.py).
 # (Compiled: C constants, not module globals looked up at every use.)
-_REF = cython.declare(cython.longlong, 8)
-_ENTRY = cython.declare(cython.longlong, 16)
-_LIST = cython.declare(cython.longlong, 56)
-_DICT = cython.declare(cython.longlong, 64)
-_SET = cython.declare(cython.longlong, 216)
+_REF = cython.declare(cython.longlong, costs.REF)
+_ENTRY = cython.declare(cython.longlong, costs.ENTRY)
+_LIST = cython.declare(cython.longlong, costs.LIST)
+_DICT = cython.declare(cython.longlong, costs.DICT)
+_SET = cython.declare(cython.longlong, costs.SET)
 
 
 # Compiled build only: fixed-width integers read straight from the typed view.
