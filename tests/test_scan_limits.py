@@ -91,3 +91,64 @@ def test_a_stack_past_the_limit_stops_the_simulation():
     assert rep.end is None  # never reached STOP
     with pytest.raises(LimitExceeded):
         safepickle.loads(data, policy=pol)
+
+
+# -- containers: what a member declares, and how far decompression may grow ---------
+
+
+def _deflated_zip(name: str, payload: bytes, declared: int | None = None) -> bytes:
+    import io
+    import zipfile
+
+    bio = io.BytesIO()
+    with zipfile.ZipFile(bio, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(name, payload)
+    data = bytearray(bio.getvalue())
+    if declared is not None:  # the central directory's uncompressed size (offset 24 of its record)
+        cd = data.rindex(b"PK\x01\x02")
+        struct.pack_into("<I", data, cd + 24, declared)
+        struct.pack_into("<I", data, 22, declared)  # and the local header's
+    return bytes(data)
+
+
+def test_a_member_declaring_more_than_the_limit_is_not_inflated(monkeypatch):
+    from safepickle.scan import zipread
+
+    calls = []
+    monkeypatch.setattr(zipread, "_inflate", lambda *a: calls.append(a) or bytearray())
+    data = _deflated_zip("archive/data.pkl", pickle.dumps([1, 2, 3], 2), declared=3_000_000_000)
+    report = scan(data)
+    assert any(v.rule == "limits.max_input_bytes" and "archive/data.pkl" in v.part for v in report.violations)
+    assert calls == []  # refused on what it declares, before anything was inflated
+
+
+def _gzip_of_zeros(n: int) -> bytes:
+    import zlib
+
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    return b"".join([*(c.compress(block) for _ in range(n >> 20)), c.flush()])
+
+
+def test_decompression_peaks_near_the_limit_not_at_twice_it():
+    """200 MB of gzip'd zeros under a 64 MB limit: refused, and the memory
+    taken on the way stays within the limit plus a few output steps (growing
+    by whole decompressed pieces took twice the limit)."""
+    import tracemalloc
+
+    from safepickle.scan import formats, zipread
+
+    limit = 64 << 20
+    pol = Policy.model_validate({"name": "small-input", "extends": ["data-only"],
+                                 "limits": {"max_input_bytes": limit}})
+    data = _gzip_of_zeros(200 << 20)
+    tracemalloc.start()
+    try:
+        report = scan(data, policy=pol)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert any(v.rule == "limits.max_input_bytes" for v in report.violations)
+    assert peak < limit + 3 * zipread.OUTPUT_STEP, peak  # the bytearray grows in place, mostly
+    small = _gzip_of_zeros(3 << 20)  # below the limit: whole, in several steps
+    assert formats.decompress("gzip", small, 0, limit) == bytes(3 << 20)

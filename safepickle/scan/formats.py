@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from .zipread import TooBig
+from .zipread import OUTPUT_STEP, TooBig
 
 __all__ = ["sniff", "MAGICS", "NpyHeader", "npy_header", "decompress", "COMPRESSED", "describe_bytes"]
 
@@ -136,11 +136,13 @@ def npy_header(buf: Any, start: int = 0) -> NpyHeader | str:
     return NpyHeader((major, minor), pos + hlen, d["descr"], d["shape"], _descr_objects(d["descr"]))
 
 
-def decompress(kind: str, buf: Any, start: int, limit: int) -> bytes:
+def decompress(kind: str, buf: Any, start: int, limit: int) -> bytearray:
     """The decompressed bytes of the ``kind`` stream at ``start``: at most
     ``limit`` bytes (:class:`TooBig` beyond); ValueError when the data is
     broken or the codec is not available.  Concatenated streams are read
-    one after another, as ``gzip``/``bz2``/``lzma`` readers do."""
+    one after another, as ``gzip``/``bz2``/``lzma`` readers do.  The output
+    grows in steps of at most :data:`~safepickle.scan.zipread.OUTPUT_STEP`
+    bytes and is never copied, so the peak stays near ``limit``."""
     data = memoryview(buf)[start:] if not isinstance(buf, bytes) else buf[start:]
     if kind == "joblib-zfile":  # b"ZF" + hex length + zlib data (joblib < 0.10)
         raw = bytes(data[:64])
@@ -175,10 +177,7 @@ def decompress(kind: str, buf: Any, start: int, limit: int) -> bytes:
     try:
         while rest:
             d = make()
-            piece = _run(d, rest, limit - len(out))
-            out += piece
-            if len(out) > limit:
-                raise TooBig(len(out))
+            _run(d, rest, out, limit)
             if not getattr(d, "eof", True):
                 return _fail(f"{kind} data ends early")
             rest = d.unused_data
@@ -186,41 +185,40 @@ def decompress(kind: str, buf: Any, start: int, limit: int) -> bytes:
                 break
     except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as e:
         return _fail(f"{kind} data is broken: {e}")
-    return bytes(out)
+    return out
 
 
-def _run(d: Any, data: bytes, room: int) -> bytes:
-    """Feed ``data`` to decompressor ``d`` without producing more than
-    ``room + 1`` bytes."""
-    out = bytearray()
+def _run(d: Any, data: bytes, out: bytearray, limit: int) -> None:
+    """Feed ``data`` to decompressor ``d``, appending to ``out``, which may
+    not grow past ``limit`` bytes (:class:`TooBig`)."""
     chunk = 1 << 20
     for i in range(0, len(data), chunk):
         part = data[i:i + chunk]
         while True:
+            room = min(limit + 1 - len(out), OUTPUT_STEP)
             if isinstance(d, bz2.BZ2Decompressor | lzma.LZMADecompressor):
-                got = d.decompress(part, max_length=room + 1 - len(out))
-                out += got
-                if len(out) > room:
+                out += d.decompress(part, max_length=room)
+                if len(out) > limit:
                     raise TooBig(len(out))
                 if d.eof or d.needs_input:
                     break
                 part = b""
             elif hasattr(d, "unconsumed_tail"):  # zlib
-                got = d.decompress(part, room + 1 - len(out))
+                got = d.decompress(part, room)
                 out += got
-                if len(out) > room:
+                if len(out) > limit:
                     raise TooBig(len(out))
-                if not d.unconsumed_tail or d.eof:
+                # a full step may leave output pending inside zlib, even with no input left
+                if d.eof or (not d.unconsumed_tail and len(got) < room):
                     break
                 part = d.unconsumed_tail
-            else:  # lz4: no output bound per call; check after
+            else:  # lz4: no output bound per call (at most ~255 bytes a byte of its 1 MB input); check after
                 out += d.decompress(part)
-                if len(out) > room:
+                if len(out) > limit:
                     raise TooBig(len(out))
                 break
         if getattr(d, "eof", False):
             break
-    return bytes(out)
 
 
 def _fail(message: str) -> bytes:

@@ -226,8 +226,9 @@ def _from_local_headers(buf: Any, max_entries: int) -> ZipArchive:
 
 def read(buf: Any, entry: ZipEntry, limit: int) -> Any:
     """The data of ``entry``, at most ``limit`` bytes (raises :class:`TooBig`
-    beyond), as a view of ``buf`` for stored members.  Raises
-    :class:`ZipError` when it cannot be read."""
+    beyond, and before inflating anything when the member declares more), as
+    a view of ``buf`` for stored members and a bytearray for deflated ones.
+    Raises :class:`ZipError` when it cannot be read."""
     if entry.data_offset < 0:
         raise ZipError("; ".join(entry.problems) or "local header unreadable")
     if entry.encrypted:
@@ -242,27 +243,38 @@ def read(buf: Any, entry: ZipEntry, limit: int) -> Any:
             raise TooBig(stop - start)
         return memoryview(buf)[start:stop] if not isinstance(buf, bytes) else buf[start:stop]
     if entry.method == 8:
+        if entry.size > limit:  # a reader would allocate what the member declares
+            raise TooBig(entry.size)
         return _inflate(buf, start, stop, limit)
     raise ZipError(f"compression method {entry.method} is not supported (PyTorch reads stored and deflated only)")
 
 
-def _inflate(buf: Any, start: int, stop: int, limit: int) -> bytes:
+# Most bytes one decompression call may produce: the output grows in steps of
+# this size, so the peak is the output plus one step, never twice the limit.
+OUTPUT_STEP = 1 << 24
+
+
+def _inflate(buf: Any, start: int, stop: int, limit: int) -> bytearray:
     d = zlib.decompressobj(-15)
     out = bytearray()
     step = 1 << 20
     pos = start
+    full = False  # the last call filled its output step: more may be pending
     try:
-        while pos < stop or d.unconsumed_tail:
-            chunk = d.unconsumed_tail or bytes(buf[pos:min(pos + step, stop)])
-            if not d.unconsumed_tail:
+        while not d.eof and (pos < stop or d.unconsumed_tail or full):
+            if d.unconsumed_tail or full or pos >= stop:
+                chunk = d.unconsumed_tail
+            else:
+                chunk = bytes(buf[pos:min(pos + step, stop)])
                 pos = min(pos + step, stop)
-            out += d.decompress(chunk, limit + 1 - len(out))
+            room = min(limit + 1 - len(out), OUTPUT_STEP)
+            got = d.decompress(chunk, room)
+            out += got
             if len(out) > limit:
                 raise TooBig(len(out))
-            if d.eof:
-                break
+            full = len(got) == room
     except zlib.error as e:
         raise ZipError(f"deflate data is broken: {e}") from None
     if not d.eof:
         raise ZipError("deflate data ends before its end marker")
-    return bytes(out)
+    return out
