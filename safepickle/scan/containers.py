@@ -450,7 +450,7 @@ def scan_buffer(buf: Any, judge: Judge, *, source: str, visitor: Any = None) -> 
     """Scan one whole input held in ``buf`` (bytes or a memoryview).
     ``visitor``, when given, is called with ``(analysis, buffer)`` for every
     pickle reading kept, in order (the disassembler lists them)."""
-    report = ScanReport(source=source, policy=judge.policy_name, size=len(buf), format="")
+    report = ScanReport(source, judge.policy_name, len(buf), "", [], [], [], [], [])  # positional: the quicker call
     w = _Walker(judge, report)
     w.visitor = visitor
     if len(buf) == 0:

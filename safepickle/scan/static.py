@@ -201,7 +201,8 @@ def analyze(data: Any, start: int, judge: Judge, *, part: str = "", primary: boo
     found before that point.
     """
     buf = data if type(data) is bytes else as_buffer(data)
-    rep = PickleReport(part, start, primary=primary, view=view)
+    # (all fields positional: a quarter of a small file's scan went to building reports)
+    rep = PickleReport(part, start, None, None, 0, primary, view, [], [], [], [], [], [], None)
     out = Analysis(rep)
     _Walker(buf, judge, out, joblib, _depth).run(start)
     return out
@@ -270,8 +271,8 @@ class _Walker:
     @cython.cfunc
     def site(self, offset: int, opcode: str, module: str, name: str):
         verdict = self.judge.check(module, name, self.proto)
-        s = Site(self.rep.part, offset, opcode, verdict.module, verdict.name, module, name,
-                 allowed=verdict.allowed, rule=verdict.rule, message=verdict.message)
+        s = Site(self.rep.part, offset, opcode, verdict.module, verdict.name, module, name, [],
+                 verdict.allowed, verdict.rule, verdict.message)
         self.rep.sites.append(s)
         if not verdict.allowed:
             self.violation("global", offset, opcode, verdict.rule, verdict.message,
