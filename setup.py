@@ -1,4 +1,4 @@
-"""Build script: compiles the VM's hot loop with Cython, or falls back to it interpreted.
+"""Build script: compiles the VM's and the scanner's hot modules with Cython, or falls back to them interpreted.
 
 All metadata lives in ``pyproject.toml``; this file only adds the optional
 extension modules.  ``safepickle/vm/engine.py`` is plain Python with Cython
@@ -8,12 +8,15 @@ beside the compiled one (``SAFEPICKLE_PURE_PYTHON=1`` selects it at run time,
 see ``safepickle/vm/_engine_select.py``).  ``safepickle/vm/actions.py`` is
 compiled the same way as ``safepickle.vm._actions_c`` (the compiled engine
 takes its per-container fills from there), typed by ``actions.pxd`` beside it
-(an augmenting .pxd: the .py stays untouched).  Each copy carries the SHA-256
-of the source it was compiled from; at import the selector compares it with
-the source next to it and refuses a stale build.
+(an augmenting .pxd: the .py stays untouched).  The scanner's
+``scan/static.py``, ``values.py`` and ``containers.py`` become ``_static_c``,
+``_values_c`` and ``_containers_c`` (chosen together by
+``safepickle/scan/_scanner_select.py``).  Each copy carries the SHA-256 of the
+source it was compiled from; at import the selector compares it with the
+source next to it and refuses a stale build.
 
 When Cython is missing, or cythonizing or the C compiler fails, the install
-still succeeds with the interpreted module, and the build log says so.
+still succeeds with the interpreted modules, and the build log says so.
 
 Environment switches (for CI and for debugging the build):
 
