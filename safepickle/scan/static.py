@@ -425,37 +425,29 @@ class _Walker:
                         self.limit("max_memo", offset, "MEMOIZE", f"memo index {n}")
                     memo[n] = stack[-1]
                     pos += 1
-                elif code == 0x71 or code == 0x72:  # BINPUT, LONG_BINPUT
-                    stop = pos + (2 if code == 0x71 else 5)
+                elif code == 0x71 or code == 0x72 or code == 0x68 or code == 0x6A:
+                    # BINPUT, LONG_BINPUT, BINGET, LONG_BINGET: a 1- or 4-byte memo index
+                    stop = pos + (2 if code == 0x71 or code == 0x68 else 5)
                     if stop > limit:
                         arg, stop = read_argument(buf, code, pos, end, limit)
-                    elif code == 0x71:
+                    elif stop == pos + 2:
                         arg = view[pos + 1]
                     elif cython.compiled:
                         arg = _le32(cython.address(view[pos + 1]))
                     else:
                         arg = _U4(buf, pos + 1)[0]
-                    if len(stack) <= fence:
-                        raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
-                    if (arg >= max_memo or len(memo) >= max_memo) and arg not in memo:
-                        self.limit("max_memo", offset, NAMES[code], f"memo index {arg}")
-                    memo[arg] = stack[-1]
-                    pos = stop
-                elif code == 0x68 or code == 0x6A:  # BINGET, LONG_BINGET
-                    stop = pos + (2 if code == 0x68 else 5)
-                    if stop > limit:
-                        arg, stop = read_argument(buf, code, pos, end, limit)
-                    elif code == 0x68:
-                        arg = view[pos + 1]
-                    elif cython.compiled:
-                        arg = _le32(cython.address(view[pos + 1]))
+                    if code == 0x71 or code == 0x72:
+                        if len(stack) <= fence:
+                            raise self.malformed(offset, NAMES[code], "stack-underflow", "unpickling stack underflow")
+                        if (arg >= max_memo or len(memo) >= max_memo) and arg not in memo:
+                            self.limit("max_memo", offset, NAMES[code], f"memo index {arg}")
+                        memo[arg] = stack[-1]
                     else:
-                        arg = _U4(buf, pos + 1)[0]
-                    value = memo.get(arg, _MISSING)
-                    if value is _MISSING:
-                        raise self.malformed(offset, NAMES[code], "memo-missing",
-                                             f"Memo value not found at index {arg}")
-                    stack.append(value)
+                        value = memo.get(arg, _MISSING)
+                        if value is _MISSING:
+                            raise self.malformed(offset, NAMES[code], "memo-missing",
+                                                 f"Memo value not found at index {arg}")
+                        stack.append(value)
                     pos = stop
                 elif code == 0x4B:  # BININT1
                     if pos + 2 > limit:
