@@ -449,46 +449,27 @@ class _Walker:
                                                  f"Memo value not found at index {arg}")
                         stack.append(value)
                     pos = stop
-                elif code == 0x4B:  # BININT1
-                    if pos + 2 > limit:
+                elif code == 0x4B or code == 0x4A or code == 0x4D or code == 0x47:
+                    # BININT1, BININT, BININT2, BINFLOAT: the argument is the value
+                    stop = pos + (2 if code == 0x4B else 3 if code == 0x4D else 5 if code == 0x4A else 9)
+                    if stop > limit:
                         arg, stop = read_argument(buf, code, pos, end, limit)
-                        stack.append(arg)
-                        pos = stop
-                    else:
-                        stack.append(view[pos + 1])
-                        pos += 2
-                elif code == 0x4A:  # BININT
-                    if pos + 5 > limit:
-                        arg, stop = read_argument(buf, code, pos, end, limit)
-                        stack.append(arg)
-                        pos = stop
-                    else:
+                    elif code == 0x4B:
+                        arg = view[pos + 1]
+                    elif code == 0x4D:
+                        arg = view[pos + 1] | (view[pos + 2] << 8)
+                    elif code == 0x4A:
                         if cython.compiled:
                             n = _le32(cython.address(view[pos + 1]))
-                            stack.append(n - 0x100000000 if n >= 0x80000000 else n)
+                            arg = n - 0x100000000 if n >= 0x80000000 else n
                         else:
-                            stack.append(_I4(buf, pos + 1)[0])
-                        pos += 5
-                elif code == 0x4D:  # BININT2
-                    if pos + 3 > limit:
-                        arg, stop = read_argument(buf, code, pos, end, limit)
-                        stack.append(arg)
-                        pos = stop
+                            arg = _I4(buf, pos + 1)[0]
+                    elif cython.compiled:
+                        arg = PyFloat_Unpack8(cython.cast(cython.p_const_uchar, cython.address(view[pos + 1])), 0)
                     else:
-                        stack.append(view[pos + 1] | (view[pos + 2] << 8))
-                        pos += 3
-                elif code == 0x47:  # BINFLOAT
-                    if pos + 9 > limit:
-                        arg, stop = read_argument(buf, code, pos, end, limit)
-                        stack.append(arg)
-                        pos = stop
-                    else:
-                        if cython.compiled:
-                            stack.append(PyFloat_Unpack8(
-                                cython.cast(cython.p_const_uchar, cython.address(view[pos + 1])), 0))
-                        else:
-                            stack.append(_F8(buf, pos + 1)[0])
-                        pos += 9
+                        arg = _F8(buf, pos + 1)[0]
+                    stack.append(arg)
+                    pos = stop
                 elif code == 0x28:  # MARK
                     if len(marks) >= max_depth:
                         self.limit("max_depth", offset, "MARK", f"more than {max_depth} nested MARKs")
