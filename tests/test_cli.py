@@ -154,7 +154,8 @@ def _check_sarif(doc: dict) -> None:
             region = phys.get("region")
             if region is not None:
                 assert region["startLine"] >= 1
-                assert region["byteOffset"] >= 0 and region["byteLength"] >= 0
+                if "byteOffset" in region:  # absent where the part's bytes are not the file's
+                    assert region["byteOffset"] >= 0 and region["byteLength"] >= 0
         for key, value in res.get("partialFingerprints", {}).items():
             assert isinstance(key, str) and isinstance(value, str)
 
@@ -175,12 +176,28 @@ def test_sarif_output(files):
     refused = [x for x in results if x["ruleId"] == "SP001"]
     assert [x["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for x in refused] == \
         ["evil.pkl", "model.pt"]
-    assert all(x["locations"][0]["physicalLocation"]["region"]["byteOffset"] == 2 for x in refused)
+    # the region is an offset in the file itself: there, the GLOBAL opcode of os:system
+    for x in refused:
+        where = x["locations"][0]["physicalLocation"]
+        raw = (files["dir"] / where["artifactLocation"]["uri"]).read_bytes()
+        assert raw[where["region"]["byteOffset"]:].startswith(b"cos\nsystem\n")
+    assert refused[0]["locations"][0]["physicalLocation"]["region"]["byteOffset"] == 2
     assert refused[1]["locations"][0]["logicalLocations"][0]["name"] == "archive/data.pkl"
+    assert "offset 2 in archive/data.pkl" in refused[1]["message"]["text"]
     assert [x["ruleId"] for x in results if "missing.pkl" in x["message"]["text"]] == ["SP009"]
     clean = json.loads(run("scan", "ok.pkl", "-f", "sarif", cwd=files["dir"]).stdout)
     _check_sarif(clean)
     assert clean["runs"][0]["results"] == []
+    # a deflated member: no offset of the file holds its bytes, so the region is the whole file
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", EVIL)
+    (files["dir"] / "deflated.pt").write_bytes(buf.getvalue())
+    doc = json.loads(run("scan", "deflated.pt", "-f", "sarif", cwd=files["dir"]).stdout)
+    _check_sarif(doc)
+    (x,) = [x for x in doc["runs"][0]["results"] if x["ruleId"] == "SP001"]
+    assert x["locations"][0]["physicalLocation"]["region"] == {"startLine": 1}
+    assert "offset 2 in archive/data.pkl" in x["message"]["text"]
 
 
 def test_progress_bar_only_on_a_terminal(files):

@@ -324,3 +324,48 @@ def test_scan_and_load_agree_on_the_fuzz_corpus(policy):
     files = _fuzz_corpus()
     for path in files:
         assert_scan_covers_trace(path.read_bytes(), policy)
+
+
+def test_base_plus_offset_is_the_offset_in_the_file():
+    """Every pickle's ``base`` says where its offsets start in the input: at
+    ``base + site.offset`` the file holds the opcode that named the global,
+    however deep the pickle sits; decompressed bytes have no base."""
+    import gzip
+    import io
+    import tarfile
+    import zipfile
+
+    evil2 = b"\x80\x02cos\nsystem\nX\x01\x00\x00\x00x\x85R."
+    evil4 = pickle.dumps(collections.OrderedDict(a=1), 4)  # STACK_GLOBAL
+    stored = io.BytesIO()
+    with zipfile.ZipFile(stored, "w") as z:
+        z.writestr("archive/data.pkl", evil2)
+        z.writestr("archive/extra.pkl", evil4)
+    deflated = io.BytesIO()
+    with zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", evil2)
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        info = tarfile.TarInfo("pickle")
+        info.size = len(evil2)
+        t.addfile(info, io.BytesIO(evil2))
+    inputs = {
+        "plain": evil2,
+        "in a row": evil4 + evil2,
+        "stored zip": stored.getvalue(),
+        "bytes value holding a pickle": pickle.dumps([b"x" * 40, evil2], 4),
+        "zip appended to a pickle": pickle.dumps([1, 2], 2) + stored.getvalue(),
+        "tar": tar.getvalue(),
+    }
+    for name, raw in inputs.items():
+        report = scan(raw, policy="data-only")
+        checked = 0
+        for rep in report.pickles:
+            for site in rep.sites:
+                assert rep.base is not None, (name, rep.part)
+                assert raw[rep.base + site.offset] in (0x63, 0x93), (name, rep.part, rep.base, site.offset)
+                checked += 1
+        assert checked, name
+    for raw in (deflated.getvalue(), gzip.compress(evil2)):
+        report = scan(raw, policy="data-only")
+        assert [p.base for p in report.pickles if p.sites and p.primary] == [None]

@@ -2,9 +2,12 @@
 
 Each result names its rule (one per violation kind), the file as an
 ``artifactLocation`` relative to the working directory when possible, and a
-``region`` with the byte offset (and ``startLine`` 1, which code-scanning
-services require even for binary files).  The part inside a container (a
-zip member, a pickle after the first) is the result's logical location.
+``region`` with the byte offset in the file (and ``startLine`` 1, which
+code-scanning services require even for binary files).  The part inside a
+container (a zip member, a pickle after the first) is the result's logical
+location; where its bytes are not the file's (a deflated member, a gzip
+stream) the region is the whole file and the message gives the offset
+within the part.
 ``partialFingerprints`` make results stable across runs.
 """
 
@@ -89,22 +92,33 @@ def sarif_log(reports: list[dict[str, Any]], errors: list[tuple[str, str]], *, v
     for rep in reports:
         source = rep["source"]
         i = artifact(source)
+        # where each part's offsets start in the file (None: decompressed bytes)
+        bases: dict[str, int | None] = {"": 0}
+        for p in rep.get("pickles", ()):
+            bases.setdefault(p["part"], p.get("base", 0))
         for v in rep["violations"]:
             rid = _BY_KIND.get(v["kind"], "SP008")
-            offset = v["offset"] if isinstance(v["offset"], int) and v["offset"] >= 0 else 0
+            offset = v["offset"] if isinstance(v["offset"], int) and v["offset"] >= 0 else None
+            base = bases.get(v["part"])
             text = v["message"]
             if v.get("global"):
                 text = f"{v['global']}: {text}"
             where = f" in {v['part']}" if v["part"] else ""
+            at = f"offset {offset}{where}" if offset is not None else (v["part"] or "the file")
+            # A region points into the file only where the part's bytes are the file's
+            # (not inside a deflated member or a gzip stream): else the whole file.
+            region: dict[str, Any] = {"startLine": 1}
+            if offset is not None and base is not None:
+                region.update(byteOffset=base + offset, byteLength=1)
             result: dict[str, Any] = {
                 "ruleId": rid,
                 "ruleIndex": rule_ids.index(rid),
                 "level": "error",
-                "message": {"text": f"{text} (offset {offset}{where}, policy {rep['policy']})"},
+                "message": {"text": f"{text} ({at}, policy {rep['policy']})"},
                 "locations": [{
                     "physicalLocation": {
                         "artifactLocation": {"uri": _uri(source), "index": i},
-                        "region": {"startLine": 1, "byteOffset": offset, "byteLength": 1},
+                        "region": region,
                     },
                 }],
                 "partialFingerprints": {

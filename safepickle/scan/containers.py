@@ -84,6 +84,7 @@ class _Walker:
     budget_spent = cython.declare(cython.bint)
     analyses = cython.declare(list)
     visitor = cython.declare(object)
+    base = cython.declare(object)
 
     def __init__(self, judge: Judge, report: ScanReport) -> None:
         self.judge = judge
@@ -94,6 +95,9 @@ class _Walker:
         self.budget_spent = False
         self.analyses = []  # (analysis, counts as primary)
         self.visitor = None  # called with (analysis, buffer) for every pickle kept (disasm)
+        # Where the buffer being read starts in the input (None: decompressed
+        # bytes, which no offset of the input holds); each report kept gets it.
+        self.base = 0
 
     # -- recording ------------------------------------------------------------------
 
@@ -130,6 +134,7 @@ class _Walker:
 
     @cython.cfunc
     def keep(self, a: Analysis, primary: bool, buf: Any) -> None:
+        a.report.base = self.base
         self.analyses.append((a, primary))
         if self.visitor is not None:
             self.visitor(a, buf)
@@ -229,6 +234,17 @@ class _Walker:
         return j
 
     @cython.cfunc
+    def inside(self, buf: Any, label: str, depth: int, primary: bool, at: Any) -> None:
+        """``walk`` a buffer held in the current one: ``at`` is where it starts
+        in the current buffer, None when it was decompressed from it."""
+        outer = self.base
+        self.base = None if at is None or outer is None else outer + at
+        try:
+            self.walk(buf, label, depth, primary)
+        finally:
+            self.base = outer
+
+    @cython.cfunc
     def follow_blobs(self, a: Analysis, buf: Any, depth: int) -> None:
         """Scan the bytes values of a stream that hold a pickle or a container."""
         for off, length in a.blobs:
@@ -237,7 +253,7 @@ class _Walker:
                 return
             self.note(f"{label}: a bytes value of {length} bytes holds "
                       f"{describe_bytes(buf, off, off + length)}: scanned as well")
-            self.walk(_slice(buf, off, off + length), label, depth + 1, False)
+            self.inside(_slice(buf, off, off + length), label, depth + 1, False, off)
 
     @cython.cfunc
     def trailing(self, buf: Any, label: str, pos: int, depth: int, primary: bool) -> None:
@@ -252,7 +268,7 @@ class _Walker:
         if kind == "zip" or kind is None:
             self.appended_zip(buf, label, pos, depth)
         elif self.spend(n - pos, label):
-            self.walk(_slice(buf, pos, n), f"{label}@{pos}", depth + 1, False)
+            self.inside(_slice(buf, pos, n), f"{label}@{pos}", depth + 1, False, pos)
 
     @cython.cfunc
     def appended_zip(self, buf: Any, label: str, after: int, depth: int) -> None:
@@ -335,6 +351,18 @@ class _Walker:
             return
         if not self.spend(len(data), part):
             return
+        outer = self.base
+        if entry.method != 0 or outer is None:
+            self.base = None  # inflated: no offset of the input holds these bytes
+        else:
+            self.base = outer + entry.data_offset
+        try:
+            self.member_data(data, kind, is_pkl, part, depth, primary)
+        finally:
+            self.base = outer
+
+    @cython.cfunc
+    def member_data(self, data: Any, kind: Any, is_pkl: bool, part: str, depth: int, primary: bool) -> None:
         if kind is not None:
             self.walk(data, part, depth + 1, primary)
         elif is_pkl:
@@ -391,7 +419,7 @@ class _Walker:
             return
         if not self.spend(len(data), label):
             return
-        self.walk(data, _join(label, f"<{kind}>"), depth + 1, primary)
+        self.inside(data, _join(label, f"<{kind}>"), depth + 1, primary, None)
 
     @cython.cfunc
     def tar(self, buf: Any, label: str, depth: int, primary: bool) -> None:
@@ -421,11 +449,16 @@ class _Walker:
                 return
             f = tf.extractfile(m)
             data = f.read() if f is not None else b""
-            if sniff(data) is not None:
-                self.walk(data, part, depth + 1, primary)
-            elif m.name.endswith(".pkl") or m.name in ("pickle", "tensors", "storages", "sys_info") or \
-                    (len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5):
-                self.pickles(data, part, 0, depth, primary)
+            outer = self.base
+            self.base = None if outer is None or m.sparse else outer + m.offset_data
+            try:
+                if sniff(data) is not None:
+                    self.walk(data, part, depth + 1, primary)
+                elif m.name.endswith(".pkl") or m.name in ("pickle", "tensors", "storages", "sys_info") or \
+                        (len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5):
+                    self.pickles(data, part, 0, depth, primary)
+            finally:
+                self.base = outer
 
 
 def _slice(buf: Any, start: int, stop: int) -> Any:

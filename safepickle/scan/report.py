@@ -186,7 +186,10 @@ class PickleReport:
     STOP (None when the stream never reached a STOP).  ``primary`` is false for
     readings made only in case a consumer reads the bytes that way (the raw
     pickle reading of a zip, the plain reading of a joblib stream): their
-    globals count, but their failing to decode is only a note.
+    globals count, but their failing to decode is only a note.  ``base`` is
+    where that enclosing buffer starts in the input, so ``base + offset`` is
+    an offset in the file; None when the buffer was decompressed (a deflated
+    zip member, a gzip stream) and no offset of the file holds its bytes.
     """
 
     part: str
@@ -203,6 +206,7 @@ class PickleReport:
     violations: list[Violation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     malformed: Violation | None = None
+    base: int | None = 0
 
     @property
     def complete(self) -> bool:
@@ -215,6 +219,7 @@ class PickleReport:
             "primary": self.primary,
             "start": self.start,
             "end": self.end,
+            "base": self.base,
             "protocol": self.protocol,
             "opcodes": self.opcodes,
             "globals": [s.qualified for s in self.sites],

@@ -202,7 +202,7 @@ def analyze(data: Any, start: int, judge: Judge, *, part: str = "", primary: boo
     """
     buf = data if type(data) is bytes else as_buffer(data)
     # (all fields positional: a quarter of a small file's scan went to building reports)
-    rep = PickleReport(part, start, None, None, 0, primary, view, [], [], [], [], [], [], None)
+    rep = PickleReport(part, start, None, None, 0, primary, view, [], [], [], [], [], [], None, 0)
     out = Analysis(rep)
     _Walker(buf, judge, out, joblib, _depth).run(start)
     return out
