@@ -122,6 +122,29 @@ def _pop_to(stack: list, k: cython.longlong) -> None:
         stack.pop()
 
 
+#: Payloads of at least this many bytes that a file holds whole are read
+#: straight into their object (see ``StreamFeeder.read_payload``).
+LARGE_PAYLOAD = 1 << 20
+
+
+def _large_payload(data: Any, op_start: int, code: int, feeder: Any) -> tuple[int, int] | None:
+    """``(size, offset of the payload from op_start)`` when the truncated
+    opcode at ``op_start`` is a BINBYTES, BINBYTES8 or BYTEARRAY8 of at least
+    :data:`LARGE_PAYLOAD` bytes that ``feeder`` can read whole; else None."""
+    if code == 0x42:
+        width = 4
+    elif code == 0x8E or code == 0x96:
+        width = 8
+    else:
+        return None
+    if op_start + 1 + width > len(data):
+        return None  # the length itself is not read yet
+    size = (_U4 if width == 4 else _U8)(data, op_start + 1)[0]
+    if size < LARGE_PAYLOAD or not feeder.can_read_payload(len(data) - op_start - 1 - width, size):
+        return None
+    return size, 1 + width
+
+
 def _underflow() -> MalformedPickle:
     return MalformedPickle("unpickling stack underflow", rule="stack-underflow")
 
@@ -786,6 +809,20 @@ def run(data: Any, pos: int, ctx: LoadContext, feeder: Any = None) -> tuple[Any,
                     raise MalformedPickle("opcode straddles the end of its frame", rule="frame-straddle") from None
                 if feeder is None:
                     raise MalformedPickle("pickle data was truncated", rule="truncated") from None
+                payload = _large_payload(data, op_start, code, feeder)
+                if payload is not None:
+                    # A large BINBYTES/BINBYTES8/BYTEARRAY8 the file holds whole:
+                    # read straight into the object pushed, as pickle.load does
+                    # (buffering it first would hold it twice).
+                    size, after = payload
+                    alloc += size
+                    if alloc > max_alloc:
+                        raise LimitExceeded("max_alloc_bytes", alloc, max_alloc) from None
+                    stack.append(feeder.read_payload(data, op_start + after, size, code == 0x96))
+                    data = view = b""
+                    base += op_start + after + size
+                    pos = end = bound = 0
+                    continue
                 # Fetch more and run the same opcode again: nothing changed yet,
                 # and it will be counted again.
                 ops -= 1

@@ -90,6 +90,49 @@ class StreamFeeder:
             self._check_room(self.total + want - got)
         return b"".join(pieces)
 
+    def can_read_payload(self, have: int, size: int) -> bool:
+        """Whether a payload of ``size`` bytes, of which the last buffer holds
+        the first ``have``, can be read whole with :meth:`read_payload`: the
+        file is seekable, really holds that many bytes from there, and
+        ``max_input_bytes`` allows them.  (Else :meth:`more` reads it, and
+        says why it cannot.)"""
+        if not self.seekable or self.total - have + size > self.max_input:
+            return False
+        try:
+            here = self._file.tell()
+            last = self._file.seek(0, 2)
+            self._file.seek(here)
+        except (AttributeError, OSError, ValueError):
+            return False
+        return last - here + have >= size
+
+    def read_payload(self, data: Any, start: int, size: int, mutable: bool) -> Any:
+        """The ``size`` bytes from ``data[start]`` on (``data`` being the last
+        buffer :meth:`more` returned), read again from the file straight into
+        the ``bytes`` (``bytearray`` when ``mutable``) returned: one copy of
+        the payload in memory, never two.  The file is left after it."""
+        have = len(data) - start
+        try:
+            self._file.seek(-have, 1)
+            if mutable:
+                value = bytearray(size)
+                with memoryview(value) as window:
+                    got = 0
+                    while got < size:
+                        n = self._file.readinto(window[got:])
+                        if not n:
+                            break
+                        got += n
+            else:
+                value = self._read(size)
+                got = len(value) if value is not None else 0
+        except Exception as e:  # the file's own failure, reported as a refusal of the load
+            raise MalformedPickle(f"reading the file failed: {type(e).__name__}: {e}", rule="io") from None
+        self.total += got - have
+        if got < size:
+            raise MalformedPickle("pickle data was truncated", rule="truncated")
+        return value if mutable or type(value) is bytes else bytes(value)
+
     def _more_line(self) -> bytes:
         room = self.max_input - self.total
         if room <= 0:
