@@ -1,8 +1,9 @@
 """The static decoder: what one pickle stream would ask of the VM, without running it.
 
-:func:`analyze` walks the opcodes that :func:`safepickle.codec.decode` yields
-(the same readers and framing rule as the VM) and simulates the VM's stack,
-mark stack, fence and memo exactly as ``safepickle/vm/engine.py`` does, with
+:func:`analyze` decodes the opcodes as :func:`safepickle.codec.decode` does
+(the same readers and framing rule as the VM; like the VM it reads the
+frequent argument kinds in place, in the same loop) and simulates the VM's
+stack, mark stack, fence and memo exactly as ``safepickle/vm/engine.py`` does, with
 the values of :mod:`safepickle.scan.values`: constants for what the VM would
 build itself, markers for everything else.  Nothing is imported or called.
 
