@@ -354,21 +354,21 @@ class Checker:
             seen.add(id(obj))
             t = type(obj)
             if t in (list, tuple, set, frozenset):
-                todo.extend((x, ()) for x in obj)
+                todo.extend((x, own_types) for x in obj)
                 continue
             if t is dict:
-                todo.extend((x, ()) for x in obj)
-                todo.extend((x, ()) for x in obj.values())
+                todo.extend((x, own_types) for x in obj)
+                todo.extend((x, own_types) for x in obj.values())
                 continue
             if isinstance(obj, _GLOBAL_LIKE):
-                if obj in own_types:
+                if obj in own_types or _own_code(obj, own_types):
                     continue
                 if not self._allowed_object(obj):
                     module, name = global_name(obj)
                     out.append(f"{type(obj).__name__} {module}:{name}")
                 continue
-            todo.extend((x, ()) for x in _instance_parts(obj))
             mro = getattr(t, "__mro__", (t,))
+            todo.extend((x, mro) for x in _instance_parts(obj))
             try:
                 reduced = obj.__reduce_ex__(4)
             except Exception:
@@ -570,6 +570,20 @@ def _warm_codecs() -> None:
     for enc in ENCODINGS:
         with contextlib.suppress(LookupError):
             codecs.lookup(enc)
+
+
+def _own_code(obj: Any, own_types: tuple) -> bool:
+    """A function, or a method bound to one, that a class of ``own_types``
+    defines in its own body (``ipaddress.IPv4Network`` keeps a lambda of its
+    ``__init__`` as ``hosts`` for a /32): what the class's own code put in
+    its instance's state, not a global the load handed out."""
+    func = obj.__func__ if isinstance(obj, types.MethodType) else obj
+    if not isinstance(func, types.FunctionType):
+        return False
+    qualname = getattr(func, "__qualname__", "")
+    module = getattr(func, "__module__", None)
+    return any(isinstance(c, type) and c.__module__ == module and qualname.startswith(c.__qualname__ + ".")
+               for c in own_types)
 
 
 def _instance_parts(obj: Any) -> list:

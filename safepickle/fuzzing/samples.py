@@ -83,7 +83,10 @@ def _stdlib_values() -> dict[str, Any]:
         "counter": collections.Counter("abracadabra"),
         "purepaths": [pathlib.PurePosixPath("/a/b"), pathlib.PureWindowsPath(r"C:\x\y")],
         "ip": [ipaddress.IPv4Address("10.0.0.1"), ipaddress.IPv6Network("2001:db8::/32"),
-               ipaddress.IPv4Interface("192.168.1.1/24")],
+               ipaddress.IPv4Interface("192.168.1.1/24"),
+               # single-host and two-host networks keep a lambda / a bound method as ``hosts``
+               ipaddress.IPv4Network("10.0.0.1/32"), ipaddress.IPv4Network("10.0.0.0/31"),
+               ipaddress.IPv6Interface("::1/128")],
         "slice": slice(1, None, -2),
         "range": range(3, 30, 4),
     }
