@@ -383,9 +383,9 @@ case("build-slotstate-dict-replace-p4",
 
 case("build-setstate-hijack-p4",
      P4 + _OD + EMPTY_DICT + suni("__setstate__") + sgbl("builtins", "bytearray") + SETITEM + BUILD
-     + integer(10**12) + BUILD + STOP, MP,
-     "an instance-dict __setstate__ is never called: the second BUILD state is just not a dict", at="BUILD",
-     policy="stdlib", reaches=("collections", "OrderedDict"))
+     + integer(10**12) + BUILD + STOP, FG,
+     "an instance-dict __setstate__ is never called: the second BUILD is refused (rule build-setstate)",
+     at="BUILD", policy="stdlib", reaches=("collections", "OrderedDict"))
 
 # -- item assignment / append / add on non-containers -----------------------
 

@@ -203,3 +203,30 @@ def test_max_ops_counts_each_opcode_once_when_loading_from_a_stream():
     assert len(safepickle.loads(data, policy=policy)) == 148
     assert len(safepickle.load(io.BytesIO(data), policy=policy)) == 148
     assert len(safepickle.load(_Pipe(data), policy=policy)) == 148
+
+
+# -- differential: a __setstate__ stored on the instance by an earlier BUILD -------------
+#
+# fuzz: [differential/refused-what-cpython-loads] (bytes generator, stdlib, seed
+# 12, from the corpus seed hostile-build-setstate-hijack-p4).  A first BUILD puts
+# {"__setstate__": bytearray} in an OrderedDict's __dict__; a second BUILD with
+# an int state makes pickle call bytearray(int) (an 8 MB allocation here: any
+# allowed callable could be called this way).  The VM looks __setstate__ up on
+# the type only, so it refused with "BUILD state is not a dictionary": the
+# right outcome under a misleading rule.  It now says what it refuses, under
+# the semantic rule build-setstate, whatever the second state is.
+
+_HIJACK = (b"\x8c\x0bcollections\x8c\x0bOrderedDict\x93(tR"  # OrderedDict()
+           b"}\x8c\x0c__setstate__\x8c\x08builtins\x8c\x09bytearray\x93sb")  # BUILD {"__setstate__": bytearray}
+
+
+@pytest.mark.parametrize("state", [b"\x8a\x06\x00\xff\x7f\x00\x00\x00", b"}", b"N"], ids=["int", "dict", "None"])
+def test_a_setstate_stored_on_the_instance_is_never_called(state):
+    data = b"\x80\x04" + _HIJACK + state + b"b."
+    with pytest.raises(safepickle.ForbiddenGlobal) as info:
+        safepickle.loads(data, policy="stdlib")
+    assert info.value.rule == "build-setstate" and info.value.opcode == "BUILD"
+    assert "__setstate__" in str(info.value)
+    # one BUILD storing the attribute is loaded as pickle loads it
+    once = safepickle.loads(b"\x80\x04" + _HIJACK + b".", policy="stdlib")
+    assert once.__dict__ == {"__setstate__": bytearray}

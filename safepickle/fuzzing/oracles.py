@@ -61,7 +61,7 @@ DOCUMENTED_MALFORMED = frozenset({"frame-straddle", "frame-nested", "frame-trunc
 #: decisions about uses of objects, arguments, and the resolver's second gate.
 SEMANTIC_RULES = frozenset({
     "call-target", "build-target", "append-target", "setitem-target", "additems-target", "build-attribute",
-    "guard", "persistent-id", "extension", "attribute-walk", "module",
+    "build-setstate", "guard", "persistent-id", "extension", "attribute-walk", "module",
 })
 
 #: ForbiddenGlobal rules that only the static verdict gives (scan must agree).

@@ -334,6 +334,13 @@ class LoadContext:
         if setstate is not None:
             self._guarded(setstate, (inst, state), None, f"{_qualname(type(inst))}.__setstate__")
             return
+        if _own_setstate(inst):
+            # pickle would call that attribute (whatever an earlier BUILD stored
+            # there); we never do, and never quietly do something else instead.
+            module, name = _describe(inst)
+            raise ForbiddenGlobal(module, name, f"BUILD on a {_qualname(type(inst))} whose __setstate__ an earlier "
+                                  "BUILD stored on the instance: only a __setstate__ its type defines is called",
+                                  policy=self.policy_name, rule="build-setstate")
         slotstate = None
         if type(state) is tuple and len(state) == 2:
             state, slotstate = state
@@ -493,6 +500,15 @@ def fill_set(ctx: LoadContext, s: set, items: list) -> None:
         raise
     except Exception as e:
         raise MalformedPickle(f"set item refused: {brief_exception(e)}", rule="bad-argument") from None
+
+
+def _own_setstate(inst: Any) -> bool:
+    """Whether ``inst`` holds a ``__setstate__`` in its own ``__dict__``."""
+    try:
+        d = object.__getattribute__(inst, "__dict__")
+    except AttributeError:
+        return False
+    return type(d) is dict and "__setstate__" in d
 
 
 def _qualname(obj: Any) -> str:
